@@ -1,0 +1,114 @@
+#pragma once
+
+#include "config/address.hpp"
+#include "config/duration.hpp"
+#include "config/error.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace apilb::config {
+
+inline constexpr std::string_view kDefaultConfigPath = "/etc/apiserver-lb/config.yaml";
+
+enum class Balance { least_connections, round_robin, random_two };
+enum class HealthMode { tcp, tls, https };
+enum class OnTargetDown { close, keep };
+enum class LogFormat { text, json };
+enum class LogLevel { trace, debug, info, warn, error, critical, off };
+// auto: buffered reads for small messages, splice(2) once a direction moves bulk data.
+enum class SpliceMode { automatic, always, never };
+
+struct Admin {
+  std::optional<Address> listen = Address{"127.0.0.1", 9445};  // nullopt: admin server disabled
+};
+
+struct Health {
+  HealthMode mode = HealthMode::tcp;
+  Duration interval = std::chrono::seconds(2);
+  Duration timeout = std::chrono::seconds(1);
+  int rise = 2;
+  int fall = 2;
+  std::string path = "/readyz";
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
+struct Upstream {
+  Duration connect_timeout = std::chrono::seconds(2);
+  int retries = 2;  // extra attempts on other targets after the first failed connect
+  OnTargetDown on_target_down = OnTargetDown::close;
+};
+
+// TCP settings applied to client and upstream sockets alike.
+struct Tcp {
+  Duration keepalive_idle = std::chrono::seconds(30);  // 0 disables TCP keepalive
+  Duration keepalive_interval = std::chrono::seconds(10);
+  int keepalive_count = 3;
+  Duration user_timeout = std::chrono::seconds(30);  // TCP_USER_TIMEOUT; 0 = kernel default
+};
+
+struct Relay {
+  SpliceMode splice = SpliceMode::automatic;
+  std::uint32_t buffer_size = 16 * 1024;  // bytes per pooled buffer, [1 KiB, 1 MiB]
+};
+
+struct Limits {
+  std::uint32_t max_connections = 100000;
+};
+
+struct Log {
+  LogLevel level = LogLevel::info;
+  LogFormat format = LogFormat::text;
+};
+
+// The whole configuration as validated; defaults are PRODUCT.md's.
+struct Config {
+  std::vector<Address> listen{Address{"0.0.0.0", 6443}};
+  Admin admin;
+  std::vector<Address> targets;
+  std::string targets_file;  // empty: no feed
+  std::optional<Address> first_master;
+  Balance balance = Balance::least_connections;
+  Health health;
+  Upstream upstream;
+  Tcp tcp;
+  Relay relay;
+  Limits limits;
+  Duration drain_timeout = std::chrono::seconds(30);
+  unsigned threads = 0;  // 0 = one per core
+  Log log;
+};
+
+// Command-line flags of `apiserver-lb run`; each one set replaces the file's value.
+struct Overrides {
+  std::vector<Address> listen;
+  std::vector<Address> targets;
+  std::optional<Address> first_master;
+  std::optional<std::optional<Address>> admin;  // set to nullopt by `--admin ""` (disabled)
+  std::optional<LogLevel> log_level;
+};
+
+// Parses YAML text. `file` only names the source in errors. Unknown keys, wrong types, malformed
+// addresses/durations/enums and out-of-range numbers are errors naming file:line:col and the field.
+Result<Config> parse_config(std::string_view yaml, std::string_view file);
+// Reads and parses a file; an unreadable file is an Error with line 0.
+Result<Config> load_config(const std::filesystem::path& file);
+// Applies flags, then validates the cross-field rules (at least one listen address; a target or a
+// first_master; timeouts shorter than intervals; cert_file and key_file together; ...).
+Result<Config> finalize(Config config, const Overrides& overrides, std::string_view file);
+
+std::string_view to_string(Balance) noexcept;
+std::string_view to_string(HealthMode) noexcept;
+std::string_view to_string(OnTargetDown) noexcept;
+std::string_view to_string(LogFormat) noexcept;
+std::string_view to_string(LogLevel) noexcept;
+std::string_view to_string(SpliceMode) noexcept;
+std::optional<LogLevel> parse_log_level(std::string_view) noexcept;
+
+}  // namespace apilb::config

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages apiserver-lb builds, tests and benchmarks with.
+# Idempotent and quiet when everything is already there. Needs root (or sudo) only to install.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libboost1.81-dev libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
+  openssl curl iproute2 procps
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(haproxy nginx libnginx-mod-stream wrk gnuplot-nox)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
