@@ -21,10 +21,17 @@ struct Address {
   friend bool operator==(const Address&, const Address&) = default;
 };
 
-// Parses "host:port", "[v6]:port", "host" (port 6443 unless `default_port` says otherwise).
+// Parses "host:port", "[v6]:port", "host", "[v6]" (port 6443 unless `default_port` says otherwise;
+// nullopt makes the port mandatory). An IPv6 literal must be bracketed even without a port:
+// "fd00::1:6443" is itself a valid IPv6 address, so no unbracketed form can be read safely.
 // Returns nullopt and a reason ("missing port", "port 70000 is out of range", ...) on failure.
 std::optional<Address> parse_address(std::string_view text, std::string* why = nullptr,
                                      std::optional<std::uint16_t> default_port = kDefaultPort);
+
+// A local address to bind (`listen`, `admin.listen`, `--listen`, `--admin`): an IP literal and an
+// explicit port, "0.0.0.0:6443" or "[::]:6443"; port 0 lets the kernel choose. Names are refused:
+// what they resolve to can change.
+std::optional<Address> parse_listen_address(std::string_view text, std::string* why = nullptr);
 
 // True when `host` is an IPv4 or IPv6 literal (no brackets).
 bool is_ip_literal(std::string_view host) noexcept;

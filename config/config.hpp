@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,6 +69,15 @@ struct Log {
   LogFormat format = LogFormat::text;
 };
 
+// Where a field was written in the file (1-based; 0 = not from the file).
+struct Position {
+  int line = 0;
+  int column = 0;
+};
+// Field path ("health.timeout", "targets[1]") -> position. Lets finalize(), which checks fields
+// against each other after flags were applied, still point at the line to fix.
+using Positions = std::map<std::string, Position, std::less<>>;
+
 // The whole configuration as validated; defaults are PRODUCT.md's.
 struct Config {
   std::vector<Address> listen{Address{"0.0.0.0", 6443}};
@@ -83,6 +94,7 @@ struct Config {
   Duration drain_timeout = std::chrono::seconds(30);
   unsigned threads = 0;  // 0 = one per core
   Log log;
+  Positions positions;  // filled by parse_config(); empty for a Config built in code
 };
 
 // Command-line flags of `apiserver-lb run`; each one set replaces the file's value.
@@ -100,7 +112,9 @@ Result<Config> parse_config(std::string_view yaml, std::string_view file);
 // Reads and parses a file; an unreadable file is an Error with line 0.
 Result<Config> load_config(const std::filesystem::path& file);
 // Applies flags, then validates the cross-field rules (at least one listen address; a target or a
-// first_master; timeouts shorter than intervals; cert_file and key_file together; ...).
+// first_master; timeouts shorter than intervals; cert_file and key_file together; no address listed
+// twice; ...). Each value on its own was checked by parse_config() (or by the flag parser, which
+// should use parse_address / parse_listen_address). check-config must call this too.
 Result<Config> finalize(Config config, const Overrides& overrides, std::string_view file);
 
 std::string_view to_string(Balance) noexcept;

@@ -1,1 +1,51 @@
-// placeholder: being written
+#include "healthcheck/target_set.hpp"
+
+#include <algorithm>
+
+namespace apilb::healthcheck {
+
+std::string_view to_string(TargetState s) noexcept {
+  switch (s) {
+    case TargetState::unknown: return "unknown";
+    case TargetState::up: return "up";
+    case TargetState::draining: return "draining";
+    case TargetState::down: return "down";
+  }
+  return "?";
+}
+
+std::string_view to_string(Origin o) noexcept {
+  switch (o) {
+    case Origin::config: return "config";
+    case Origin::file: return "file";
+    case Origin::fallback: return "fallback";
+  }
+  return "?";
+}
+
+TargetSet::TargetSet(std::uint64_t generation, std::vector<Target> targets, bool close_on_down)
+    : generation_(generation), targets_(std::move(targets)) {
+  auto collect = [this](TargetState wanted) {
+    for (std::uint32_t i = 0; i < targets_.size(); ++i)
+      if (targets_[i].state == wanted) eligible_.push_back(i);
+  };
+  collect(TargetState::up);
+  if (eligible_.empty()) collect(TargetState::unknown);
+  if (eligible_.empty()) {
+    // Panic: a broken checker must not take the cluster offline, so try everyone, best first.
+    panic_ = !targets_.empty();
+    for (std::uint32_t i = 0; i < targets_.size(); ++i) eligible_.push_back(i);
+  }
+  // In panic mode every target is "down" yet still used: closing would only cut working streams.
+  if (close_on_down && !panic_) {
+    for (const Target& t : targets_)
+      if (t.state == TargetState::down) to_close_.push_back(t.stats.get());
+    std::sort(to_close_.begin(), to_close_.end());
+  }
+}
+
+bool TargetSet::must_close(const TargetStats* stats) const noexcept {
+  return std::binary_search(to_close_.begin(), to_close_.end(), stats);
+}
+
+}  // namespace apilb::healthcheck

@@ -1,2 +1,3 @@
-#include <cstdio>
-int main() { std::puts("apiserver-lb " APILB_VERSION); }
+#include "lb/cli.hpp"
+
+int main(int argc, char** argv) { return apilb::lb::run_cli(argc, argv); }

@@ -1,2 +1,563 @@
-// placeholder: being written
-int main() { return 1; }
+// apiserver-standin: a stand-in kube-apiserver for tests and the README demo. HTTPS (or plain HTTP
+// with --plain) with the endpoints a load balancer and its health checks touch: GET / answers the
+// stand-in's name, /readyz, /livez and /healthz behave like the apiserver's, and /readyz can be
+// flipped at run time with PUT /standin/readyz?status=500. Without --cert/--key it makes itself a
+// self-signed ECDSA P-256 certificate (SANs from --san) and can write it out for clients to trust.
+//
+// Once listening it prints exactly one line, `apiserver-standin NAME listening on HOST:PORT`
+// (after `... control on HOST:PORT` when --control is given), so --listen 127.0.0.1:0 works.
+// SIGTERM or SIGINT: exits 0 at once.
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+namespace apilb::standin {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+
+constexpr std::string_view kUsage =
+    "usage: apiserver-standin --listen HOST:PORT --name NAME [--plain]\n"
+    "         [--cert FILE --key FILE | --san LIST] [--write-cert FILE] [--write-key FILE]\n"
+    "         [--client-ca FILE] [--no-anonymous] [--readyz-status CODE] [--control HOST:PORT]\n"
+    "         [--threads N]\n"
+    "  --listen        address to serve on; port 0 picks one (default 127.0.0.1:0)\n"
+    "  --name          answered by GET / and used as the certificate's CN (default standin)\n"
+    "  --plain         plain HTTP instead of HTTPS\n"
+    "  --cert, --key   serving certificate (chain) and key, PEM; default: a generated one\n"
+    "  --san           SANs of the generated certificate, OpenSSL syntax, \"\" for none\n"
+    "                  (default IP:127.0.0.1,IP:::1,DNS:localhost)\n"
+    "  --write-cert    write the serving certificate (PEM) here: a CA file for clients\n"
+    "  --write-key     write the serving key (PEM) here: lets other stand-ins share the certificate\n"
+    "  --client-ca     verify client certificates against this CA (they stay optional)\n"
+    "  --no-anonymous  answer 401 to requests without a verified client certificate\n"
+    "  --readyz-status initial /readyz status (default 200)\n"
+    "  --control       also serve the same endpoints over plain HTTP here (tests flip /readyz)\n"
+    "  --threads       event loops (default 1)\n"
+    "endpoints: GET / /readyz[?verbose] /livez /healthz /standin/whoami /standin/stats;\n"
+    "           PUT|POST /standin/readyz?status=CODE[&check=NAME]\n";
+
+struct Options {
+  std::string listen = "127.0.0.1:0";
+  std::string name = "standin";
+  bool plain = false;
+  std::string cert_file;
+  std::string key_file;
+  std::string san = "IP:127.0.0.1,IP:::1,DNS:localhost";
+  std::string write_cert;
+  std::string write_key;
+  std::string client_ca;
+  bool anonymous = true;
+  int readyz_status = 200;
+  std::string control;
+  int threads = 1;
+};
+
+[[noreturn]] void fail(std::string_view why) {
+  std::cerr << "apiserver-standin: " << why << "\n";
+  std::exit(2);
+}
+
+std::optional<int> to_int(std::string_view text) {
+  int value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+Options parse_options(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    if (flag == "--plain") {
+      options.plain = true;
+      continue;
+    }
+    if (flag == "--no-anonymous") {
+      options.anonymous = false;
+      continue;
+    }
+    if (i + 1 >= argc) fail(std::string(flag) + " needs a value (or is unknown)\n" + std::string(kUsage));
+    const std::string value = argv[++i];
+    if (flag == "--listen") {
+      options.listen = value;
+    } else if (flag == "--name") {
+      options.name = value;
+    } else if (flag == "--cert") {
+      options.cert_file = value;
+    } else if (flag == "--key") {
+      options.key_file = value;
+    } else if (flag == "--san") {
+      options.san = value;
+    } else if (flag == "--write-cert") {
+      options.write_cert = value;
+    } else if (flag == "--write-key") {
+      options.write_key = value;
+    } else if (flag == "--client-ca") {
+      options.client_ca = value;
+    } else if (flag == "--control") {
+      options.control = value;
+    } else if (flag == "--readyz-status") {
+      const auto status = to_int(value);
+      if (!status || *status < 100 || *status > 599) fail("--readyz-status: not an HTTP status: " + value);
+      options.readyz_status = *status;
+    } else if (flag == "--threads") {
+      const auto threads = to_int(value);
+      if (!threads || *threads < 1 || *threads > 256) fail("--threads: want 1..256, got " + value);
+      options.threads = *threads;
+    } else {
+      fail("unknown flag " + std::string(flag) + "\n" + std::string(kUsage));
+    }
+  }
+  if (options.cert_file.empty() != options.key_file.empty()) fail("--cert and --key go together");
+  return options;
+}
+
+// "127.0.0.1:6443", "[::1]:6443"; IP literals only.
+tcp::endpoint parse_endpoint(const std::string& text) {
+  std::string host;
+  std::string port;
+  if (text.starts_with('[')) {
+    const auto close = text.find("]:");
+    if (close == std::string::npos) fail("bad address " + text);
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos) fail("bad address " + text + " (want HOST:PORT)");
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  const auto number = to_int(port);
+  if (!number || *number < 0 || *number > 65535) fail("bad port in " + text);
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  if (ec) fail("not an IP address: " + host);
+  return {address, static_cast<std::uint16_t>(*number)};
+}
+
+std::string to_string(const tcp::endpoint& endpoint) {
+  const std::string host = endpoint.address().to_string();
+  return (endpoint.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(endpoint.port());
+}
+
+// ---- certificates -----------------------------------------------------------------------------
+
+std::string openssl_error() {
+  std::string text;
+  while (const unsigned long code = ERR_get_error()) {
+    char buffer[256];
+    ERR_error_string_n(code, buffer, sizeof buffer);
+    if (!text.empty()) text += "; ";
+    text += buffer;
+  }
+  return text.empty() ? "unknown OpenSSL error" : text;
+}
+
+void check(bool ok, std::string_view what) {
+  if (!ok) throw std::runtime_error(std::string(what) + ": " + openssl_error());
+}
+
+struct FreeKey {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+struct FreeCert {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct FreeBio {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+using KeyPtr = std::unique_ptr<EVP_PKEY, FreeKey>;
+using CertPtr = std::unique_ptr<X509, FreeCert>;
+using BioPtr = std::unique_ptr<BIO, FreeBio>;
+
+void add_extension(X509* cert, X509V3_CTX& ctx, int nid, const std::string& value) {
+  X509_EXTENSION* extension = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+  check(extension != nullptr, "extension " + std::string(OBJ_nid2sn(nid)) + "=" + value);
+  const int added = X509_add_ext(cert, extension, -1);
+  X509_EXTENSION_free(extension);
+  check(added == 1, "X509_add_ext");
+}
+
+// Self-signed, valid from an hour ago for a year. CA:TRUE so that clients can use the certificate
+// itself as their CA file, as with `openssl req -x509`.
+CertPtr make_certificate(EVP_PKEY* key, const std::string& common_name, const std::string& san) {
+  CertPtr cert(X509_new());
+  check(cert != nullptr, "X509_new");
+  check(X509_set_version(cert.get(), X509_VERSION_3) == 1, "X509_set_version");
+  {
+    std::unique_ptr<BIGNUM, decltype(&BN_free)> serial(BN_new(), BN_free);
+    check(serial && BN_rand(serial.get(), 63, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) == 1, "BN_rand");
+    check(BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert.get())) != nullptr, "serial");
+  }
+  check(X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) != nullptr, "notBefore");
+  check(X509_gmtime_adj(X509_getm_notAfter(cert.get()), 365L * 24 * 3600) != nullptr, "notAfter");
+  check(X509_set_pubkey(cert.get(), key) == 1, "X509_set_pubkey");
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  check(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0) == 1,
+        "subject CN");
+  check(X509_set_issuer_name(cert.get(), name) == 1, "X509_set_issuer_name");
+
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
+  add_extension(cert.get(), ctx, NID_basic_constraints, "critical,CA:TRUE");
+  add_extension(cert.get(), ctx, NID_key_usage, "critical,digitalSignature,keyEncipherment,keyCertSign");
+  add_extension(cert.get(), ctx, NID_ext_key_usage, "serverAuth,clientAuth");
+  add_extension(cert.get(), ctx, NID_subject_key_identifier, "hash");
+  add_extension(cert.get(), ctx, NID_authority_key_identifier, "keyid:always");
+  if (!san.empty()) add_extension(cert.get(), ctx, NID_subject_alt_name, san);
+  check(X509_sign(cert.get(), key, EVP_sha256()) > 0, "X509_sign");
+  return cert;
+}
+
+void write_pem(const std::string& path, X509* cert, EVP_PKEY* key) {
+  BioPtr bio(BIO_new_file(path.c_str(), "w"));
+  check(bio != nullptr, "open " + path);
+  if (cert != nullptr) check(PEM_write_bio_X509(bio.get(), cert) == 1, "write " + path);
+  if (key != nullptr) {
+    check(PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) == 1, "write " + path);
+  }
+}
+
+void configure_tls(ssl::context& tls, const Options& options) {
+  SSL_CTX* ctx = tls.native_handle();
+  if (!options.cert_file.empty()) {
+    tls.use_certificate_chain_file(options.cert_file);
+    tls.use_private_key_file(options.key_file, ssl::context::pem);
+  } else {
+    KeyPtr key(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
+    check(key != nullptr, "EVP_PKEY_Q_keygen");
+    CertPtr cert = make_certificate(key.get(), options.name, options.san);
+    check(SSL_CTX_use_certificate(ctx, cert.get()) == 1, "SSL_CTX_use_certificate");
+    check(SSL_CTX_use_PrivateKey(ctx, key.get()) == 1, "SSL_CTX_use_PrivateKey");
+  }
+  if (!options.write_cert.empty()) write_pem(options.write_cert, SSL_CTX_get0_certificate(ctx), nullptr);
+  if (!options.write_key.empty()) write_pem(options.write_key, nullptr, SSL_CTX_get0_privatekey(ctx));
+  if (!options.client_ca.empty()) {
+    tls.load_verify_file(options.client_ca);
+    // Optional, as on a kube-apiserver: a client without a certificate is anonymous.
+    tls.set_verify_mode(ssl::verify_peer);
+  }
+}
+
+// ---- HTTP -------------------------------------------------------------------------------------
+
+// Shared by every loop thread.
+struct State {
+  std::string name;
+  bool anonymous = true;
+  std::atomic<int> readyz_status{200};
+  std::atomic<std::uint64_t> connections{0};
+  std::atomic<std::uint64_t> handshakes{0};
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> readyz_requests{0};
+  std::mutex mutex;  // guards the strings below
+  std::string failing_check = "etcd";
+  std::string last_sni = "-";
+  std::string last_client = "-";
+};
+
+// What the TLS layer learnt about the client (plain connections: nothing).
+struct Peer {
+  bool tls = false;
+  std::string common_name;  // of a verified client certificate; empty: anonymous
+  std::string sni;
+};
+
+std::string readyz_body(State& state, int status, bool verbose) {
+  if (status == 200 && !verbose) return "ok";
+  std::string failing;
+  {
+    std::lock_guard lock(state.mutex);
+    failing = state.failing_check;
+  }
+  static constexpr std::string_view kChecks[] = {"ping", "log", "etcd", "etcd-readiness", "informer-sync",
+                                                 "poststarthook/start-apiextensions-informers", "shutdown"};
+  std::string body;
+  bool listed = false;
+  for (const auto check : kChecks) {
+    if (status != 200 && check == failing) {
+      body.append("[-]").append(check).append(" failed: reason withheld\n");
+      listed = true;
+    } else {
+      body.append("[+]").append(check).append(" ok\n");
+    }
+  }
+  if (status != 200 && !listed) body.append("[-]").append(failing).append(" failed: reason withheld\n");
+  body.append(status == 200 ? "readyz check passed\n" : "readyz check failed\n");
+  return body;
+}
+
+// A query parameter's value ("" when absent).
+std::string query_value(std::string_view query, std::string_view key) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == key) return eq == std::string_view::npos ? "" : std::string(pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
+http::response<http::string_body> handle(const http::request<http::string_body>& request, State& state,
+                                         const Peer& peer) {
+  const std::string_view target(request.target().data(), request.target().size());
+  const auto question = target.find('?');
+  const std::string_view path = target.substr(0, question);
+  const std::string_view query = question == std::string_view::npos ? "" : target.substr(question + 1);
+  const bool is_get = request.method() == http::verb::get || request.method() == http::verb::head;
+  const bool is_put = request.method() == http::verb::put || request.method() == http::verb::post;
+  const bool control = path.starts_with("/standin/");
+  if (!control) ++state.requests;
+
+  http::response<http::string_body> response;
+  response.version(request.version());
+  response.keep_alive(request.keep_alive());
+  response.set(http::field::content_type, "text/plain; charset=utf-8");
+  response.set("X-Standin-Name", state.name);
+  const auto reply = [&](auto status, std::string body) {
+    response.result(status);
+    response.body() = std::move(body);
+    response.prepare_payload();
+    return response;
+  };
+
+  if (peer.tls && peer.common_name.empty() && !state.anonymous && !control) {
+    return reply(http::status::unauthorized, "Unauthorized\n");
+  }
+  if (is_get && path == "/") return reply(http::status::ok, state.name + "\n");
+  if (is_get && path == "/readyz") {
+    ++state.readyz_requests;
+    const int status = state.readyz_status.load();
+    const bool verbose = query == "verbose" || query.starts_with("verbose&") || query.find("&verbose") != query.npos;
+    return reply(static_cast<unsigned>(status), readyz_body(state, status, verbose));
+  }
+  if (is_get && (path == "/livez" || path == "/healthz")) return reply(http::status::ok, "ok");
+  if (is_put && path == "/standin/readyz") {
+    const auto status = to_int(query_value(query, "status"));
+    if (!status || *status < 100 || *status > 599) return reply(http::status::bad_request, "want ?status=CODE\n");
+    if (const std::string failing = query_value(query, "check"); !failing.empty()) {
+      std::lock_guard lock(state.mutex);
+      state.failing_check = failing;
+    }
+    state.readyz_status = *status;
+    return reply(http::status::ok, "readyz status " + std::to_string(*status) + "\n");
+  }
+  if (is_get && path == "/standin/whoami") {
+    return reply(http::status::ok, (peer.common_name.empty() ? "system:anonymous" : peer.common_name) + "\n");
+  }
+  if (is_get && path == "/standin/stats") {
+    std::string body = "connections " + std::to_string(state.connections.load()) + "\nhandshakes " +
+                       std::to_string(state.handshakes.load()) + "\nrequests " +
+                       std::to_string(state.requests.load()) + "\nreadyz_requests " +
+                       std::to_string(state.readyz_requests.load()) + "\nreadyz_status " +
+                       std::to_string(state.readyz_status.load()) + "\n";
+    std::lock_guard lock(state.mutex);
+    body += "last_sni " + state.last_sni + "\nlast_client " + state.last_client + "\n";
+    return reply(http::status::ok, std::move(body));
+  }
+  return reply(http::status::not_found, "404 page not found\n");
+}
+
+template <class Stream>
+asio::awaitable<void> serve_http(Stream& stream, State& state, const Peer& peer) {
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request<http::string_body> request;
+    auto [read_ec, read] = co_await http::async_read(stream, buffer, request, use_nothrow);
+    if (read_ec) co_return;  // EOF, reset, garbage: the client is gone or not speaking HTTP
+    auto response = handle(request, state, peer);
+    const bool keep_alive = response.keep_alive();
+    auto [write_ec, written] = co_await http::async_write(stream, response, use_nothrow);
+    if (write_ec || !keep_alive) co_return;
+  }
+}
+
+asio::awaitable<void> serve_plain(tcp::socket socket, State& state) {
+  beast::tcp_stream stream(std::move(socket));
+  const Peer anonymous;  // named: GCC 12 mishandles non-trivial temporaries in a co_await expression
+  co_await serve_http(stream, state, anonymous);
+  boost::system::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+std::string peer_common_name(SSL* ssl) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return {};
+  char buffer[256] = {};
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buffer, sizeof buffer) < 0) return {};
+  return buffer;
+}
+
+asio::awaitable<void> serve_tls(tcp::socket socket, ssl::context& tls, State& state) {
+  beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), tls);
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+  auto [handshake_ec] = co_await stream.async_handshake(ssl::stream_base::server, use_nothrow);
+  if (handshake_ec) co_return;
+  beast::get_lowest_layer(stream).expires_never();  // watches idle for long: no idle timeout
+  ++state.handshakes;
+  Peer peer{.tls = true, .common_name = peer_common_name(stream.native_handle()), .sni = {}};
+  if (const char* sni = SSL_get_servername(stream.native_handle(), TLSEXT_NAMETYPE_host_name)) peer.sni = sni;
+  {
+    std::lock_guard lock(state.mutex);
+    state.last_sni = peer.sni.empty() ? "-" : peer.sni;
+    state.last_client = peer.common_name.empty() ? "-" : peer.common_name;
+  }
+  co_await serve_http(stream, state, peer);
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+  co_await stream.async_shutdown(use_nothrow);
+}
+
+void crash_on_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& error) {
+    std::cerr << "apiserver-standin: bug: exception escaped a coroutine: " << error.what() << std::endl;
+  }
+  std::abort();
+}
+
+// Accepts on `acceptor` (on loops[0]) and hands connections round robin to the loops; each
+// connection then lives on its loop alone, so nothing needs a strand.
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::unique_ptr<asio::io_context>>& loops,
+                                  ssl::context* tls, State& state, bool count) {
+  for (std::size_t next = 0;; ++next) {
+    asio::io_context& loop = *loops[next % loops.size()];
+    auto [ec, socket] = co_await acceptor.async_accept(loop, use_nothrow);
+    if (ec == asio::error::operation_aborted) co_return;
+    if (ec) {  // EMFILE and friends: back off rather than spin
+      asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(50));
+      co_await pause.async_wait(use_nothrow);
+      continue;
+    }
+    if (count) ++state.connections;
+    if (tls != nullptr) {
+      asio::co_spawn(loop, serve_tls(std::move(socket), *tls, state), crash_on_exception);
+    } else {
+      asio::co_spawn(loop, serve_plain(std::move(socket), state), crash_on_exception);
+    }
+  }
+}
+
+tcp::acceptor open_acceptor(asio::io_context& loop, const tcp::endpoint& endpoint) {
+  tcp::acceptor acceptor(loop);
+  acceptor.open(endpoint.protocol());
+  acceptor.set_option(tcp::acceptor::reuse_address(true));
+  if (endpoint.address().is_v6()) acceptor.set_option(asio::ip::v6_only(true));
+  acceptor.bind(endpoint);
+  acceptor.listen();
+  return acceptor;
+}
+
+int run(const Options& options) {
+  State state;
+  state.name = options.name;
+  state.anonymous = options.anonymous;
+  state.readyz_status = options.readyz_status;
+
+  std::optional<ssl::context> tls;
+  if (!options.plain) {
+    tls.emplace(ssl::context::tls_server);
+    tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                     ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    configure_tls(*tls, options);
+  }
+
+  std::vector<std::unique_ptr<asio::io_context>> loops;
+  for (int i = 0; i < options.threads; ++i) loops.push_back(std::make_unique<asio::io_context>(1));
+  asio::io_context& main_loop = *loops.front();
+
+  asio::signal_set signals(main_loop, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    for (auto& loop : loops) loop->stop();
+  });
+
+  std::optional<tcp::acceptor> control;
+  if (!options.control.empty()) {
+    control.emplace(open_acceptor(main_loop, parse_endpoint(options.control)));
+    asio::co_spawn(main_loop, accept_loop(*control, loops, nullptr, state, false), crash_on_exception);
+  }
+  tcp::acceptor acceptor = open_acceptor(main_loop, parse_endpoint(options.listen));
+  asio::co_spawn(main_loop, accept_loop(acceptor, loops, tls ? &*tls : nullptr, state, true), crash_on_exception);
+
+  if (control) {
+    std::cout << "apiserver-standin " << options.name << " control on " << to_string(control->local_endpoint())
+              << "\n";
+  }
+  std::cout << "apiserver-standin " << options.name << " listening on " << to_string(acceptor.local_endpoint())
+            << std::endl;
+
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < loops.size(); ++i) {
+    threads.emplace_back([&loop = *loops[i]] {
+      auto idle = asio::make_work_guard(loop);
+      loop.run();
+    });
+  }
+  main_loop.run();
+  for (auto& thread : threads) thread.join();
+  return 0;
+}
+
+}  // namespace
+}  // namespace apilb::standin
+
+int main(int argc, char** argv) {
+  const auto options = apilb::standin::parse_options(argc, argv);
+  try {
+    return apilb::standin::run(options);
+  } catch (const std::exception& error) {
+    std::cerr << "apiserver-standin: " << error.what() << std::endl;
+    return 1;
+  }
+}

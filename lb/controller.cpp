@@ -1,0 +1,172 @@
+#include "lb/controller.hpp"
+
+#include "lb/forwarder.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <thread>
+
+namespace apilb::lb {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::ip::tcp;
+using healthcheck::Origin;
+using healthcheck::Target;
+using healthcheck::TargetState;
+
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+constexpr auto kDrainPoll = std::chrono::milliseconds(50);
+
+std::string to_string(const tcp::endpoint& ep) {
+  const auto host = ep.address().to_string();
+  return ep.address().is_v6() ? fmt::format("[{}]:{}", host, ep.port())
+                              : fmt::format("{}:{}", host, ep.port());
+}
+
+}  // namespace
+
+struct Controller::Impl {
+  explicit Impl(config::Config c) : config(std::move(c)) {}
+
+  std::vector<Target> initial_targets();
+  awaitable<void> handle_signals();
+  awaitable<void> drain();
+
+  config::Config config;
+  asio::io_context io{1};
+  ForwarderShared shared;
+  std::vector<std::unique_ptr<Forwarder>> workers;
+  std::vector<std::jthread> threads;
+  std::uint64_t generation = 0;
+};
+
+// Static targets, or first_master when there are none. Names are resolved once here; a name that
+// does not resolve leaves its target down rather than stopping the balancer.
+std::vector<Target> Controller::Impl::initial_targets() {
+  std::vector<config::Address> addresses = config.targets;
+  Origin origin = Origin::config;
+  if (addresses.empty() && config.first_master) {
+    addresses.push_back(*config.first_master);
+    origin = Origin::fallback;
+  }
+  tcp::resolver resolver(io);
+  std::vector<Target> targets;
+  for (const config::Address& a : addresses) {
+    Target t;
+    t.address = a;
+    t.name = a.to_string();
+    t.origin = origin;
+    // Until health checking runs, a configured target is taken to be up.
+    t.state = TargetState::up;
+    boost::system::error_code ec;
+    const auto results = resolver.resolve(a.host, std::to_string(a.port), ec);
+    if (ec || results.empty()) {
+      spdlog::error("target {}: cannot resolve {}: {}", t.name, a.host, ec.message());
+      t.state = TargetState::down;
+    } else {
+      t.endpoint = results.begin()->endpoint();
+    }
+    targets.push_back(std::move(t));
+  }
+  return targets;
+}
+
+awaitable<void> Controller::Impl::handle_signals() {
+  asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+  for (;;) {
+    auto [ec, signo] = co_await signals.async_wait(use_nothrow);
+    if (ec) co_return;
+    if (signo == SIGHUP) {
+      spdlog::warn("SIGHUP: configuration reload is not available in this version; ignored");
+      continue;
+    }
+    spdlog::info("{}: draining {} connections for up to {}ms", signo == SIGTERM ? "SIGTERM" : "SIGINT",
+                 shared.connections.load(), config.drain_timeout.count());
+    co_await drain();
+    co_return;
+  }
+}
+
+// Stop accepting, let live connections finish up to drain_timeout, then close what is left.
+awaitable<void> Controller::Impl::drain() {
+  for (auto& w : workers) w->stop_accepting();
+  const auto deadline = std::chrono::steady_clock::now() + config.drain_timeout;
+  asio::steady_timer timer(io);
+  while (shared.connections.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    timer.expires_after(kDrainPoll);
+    co_await timer.async_wait(use_nothrow);
+  }
+  if (const auto left = shared.connections.load(); left > 0) {
+    spdlog::warn("drain_timeout reached: closing {} connections", left);
+    for (auto& w : workers) w->close_all();
+    const auto hard_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (shared.connections.load() > 0 && std::chrono::steady_clock::now() < hard_deadline) {
+      timer.expires_after(kDrainPoll);
+      co_await timer.async_wait(use_nothrow);
+    }
+  }
+  for (auto& w : workers) w->stop();
+  spdlog::info("stopped");
+}
+
+Controller::Controller(config::Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+Controller::~Controller() {
+  for (auto& w : impl_->workers) w->stop();
+  impl_->threads.clear();  // joins
+}
+
+int Controller::run() {
+  Impl& s = *impl_;
+  const unsigned threads =
+      s.config.threads ? s.config.threads : std::max(1u, std::thread::hardware_concurrency());
+
+  std::vector<tcp::endpoint> endpoints;
+  for (const config::Address& a : s.config.listen)
+    endpoints.emplace_back(asio::ip::make_address(a.host), a.port);
+
+  const auto settings = ForwarderSettings::from(s.config);
+  for (unsigned i = 0; i < threads; ++i) {
+    s.workers.push_back(std::make_unique<Forwarder>(settings, s.shared));
+    s.workers.back()->listen(endpoints);
+    // Port 0 means "any": the other workers share the port the first one got.
+    if (i == 0) endpoints = s.workers.front()->local_endpoints();
+  }
+
+  auto targets = s.initial_targets();
+  std::string summary;
+  for (const Target& t : targets)
+    summary += fmt::format("{}{} ({}, {})", summary.empty() ? "" : ", ", t.name,
+                           healthcheck::to_string(t.origin), healthcheck::to_string(t.state));
+  const auto snapshot = std::make_shared<const healthcheck::TargetSet>(
+      ++s.generation, std::move(targets),
+      s.config.upstream.on_target_down == config::OnTargetDown::close);
+  for (auto& w : s.workers) w->publish(snapshot);
+
+  std::string listening;
+  for (const auto& ep : endpoints)
+    listening += fmt::format("{}{}", listening.empty() ? "" : ", ", to_string(ep));
+  spdlog::info("apiserver-lb {} listening on {} with {} worker threads, balance {}", APILB_VERSION,
+               listening, threads, config::to_string(s.config.balance));
+  spdlog::info("targets: {}", summary.empty() ? "none" : summary);
+
+  for (auto& w : s.workers) s.threads.emplace_back([&w] { w->run(); });
+  asio::co_spawn(s.io, s.handle_signals(), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  s.io.run();
+  s.threads.clear();
+  return 0;
+}
+
+}  // namespace apilb::lb

@@ -1,0 +1,28 @@
+#pragma once
+
+#include "config/config.hpp"
+
+#include <memory>
+
+namespace apilb::lb {
+
+// The control thread: builds target snapshots from the configuration and publishes them to the
+// workers, handles signals (SIGTERM/SIGINT drain and exit, SIGHUP reload), owns the worker threads.
+// Construct, then run() on the main thread; it returns the process exit code.
+class Controller {
+ public:
+  explicit Controller(config::Config config);
+  ~Controller();
+  Controller(const Controller&) = delete;
+  Controller& operator=(const Controller&) = delete;
+
+  // Binds every listener on every worker (throws std::system_error when it cannot), starts the
+  // workers and serves until a termination signal has been handled. Returns 0 after a clean drain.
+  int run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace apilb::lb

@@ -1,0 +1,82 @@
+#pragma once
+
+#include "config/config.hpp"
+#include "healthcheck/target_set.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+
+namespace apilb::lb {
+
+// What a Forwarder needs from the configuration; copied into each worker.
+struct ForwarderSettings {
+  config::Balance balance = config::Balance::least_connections;
+  config::Duration connect_timeout = std::chrono::seconds(2);
+  // Connect timeout per attempt in panic mode, where every target is believed down.
+  config::Duration panic_connect_timeout = std::chrono::milliseconds(500);
+  int retries = 2;
+  std::uint32_t max_connections = 100000;
+  config::Tcp tcp;
+  config::Relay relay;
+
+  static ForwarderSettings from(const config::Config& c);
+};
+
+// Process-wide state the workers share: the connection cap, totals, and the way back to the
+// control thread. Must outlive every Forwarder.
+struct ForwarderShared {
+  std::atomic<std::int64_t> connections{0};  // accepted and not yet closed, all workers
+  std::atomic<std::uint64_t> rejected{0};    // closed at once because of max_connections
+  std::atomic<std::uint64_t> failed{0};      // clients closed because no target could be reached
+  // Called on a worker thread after a failed connect; must be thread-safe (post to the control thread).
+  std::function<void(const healthcheck::Target&, std::string_view reason)> on_connect_failure;
+};
+
+// Counters of one worker, written only by its thread (a relaxed load and store, no locked
+// instruction) and read by anyone; one cache line each so workers never share a line.
+struct alignas(64) WorkerStats {
+  std::atomic<std::uint64_t> bytes_copied{0};   // relayed through user-space buffers
+  std::atomic<std::uint64_t> bytes_spliced{0};  // relayed with splice(2)
+
+  static void add(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+// One worker: an io_context run by one thread, its own SO_REUSEPORT listeners, its connections and
+// its copy of the target snapshot. A connection never leaves its worker, so nothing here is locked.
+// run() is called by exactly one thread; publish(), stop_accepting(), close_all() and stop() may be
+// called from any thread. Destroying it destroys every connection it still holds.
+class Forwarder {
+ public:
+  Forwarder(ForwarderSettings settings, ForwarderShared& shared);
+  ~Forwarder();
+  Forwarder(const Forwarder&) = delete;
+  Forwarder& operator=(const Forwarder&) = delete;
+
+  // Opens a listener on each endpoint (SO_REUSEPORT, so every worker can bind the same address);
+  // throws std::system_error naming the endpoint. Call before run().
+  void listen(std::span<const boost::asio::ip::tcp::endpoint> endpoints);
+  // The bound endpoints, with the ports the kernel chose for port 0.
+  std::vector<boost::asio::ip::tcp::endpoint> local_endpoints() const;
+
+  const WorkerStats& stats() const noexcept;
+
+  void run();
+  void publish(healthcheck::TargetSetPtr targets);
+  void stop_accepting();
+  void close_all();
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace apilb::lb

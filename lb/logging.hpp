@@ -1,0 +1,10 @@
+#pragma once
+
+#include "config/config.hpp"
+
+namespace apilb::lb {
+
+// Points spdlog's default logger at stderr, as text or as one JSON object per line.
+void setup_logging(const config::Log& log);
+
+}  // namespace apilb::lb

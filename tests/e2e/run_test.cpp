@@ -1,0 +1,133 @@
+// End to end: the real apiserver-lb binary, real flags, signals and sockets.
+#include "tests/support/backends.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/wait.hpp"
+
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <regex>
+
+namespace apilb::test {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+constexpr auto kDeadline = 10s;
+
+// Starts `apiserver-lb run` with `args` on 127.0.0.1 port 0 and learns the port from its log.
+class Balancer {
+ public:
+  explicit Balancer(std::vector<std::string> args) {
+    std::vector<std::string> argv{"run", "--listen", "127.0.0.1:0", "--admin", ""};
+    argv.insert(argv.end(), args.begin(), args.end());
+    process_.emplace(APILB_BINARY, argv);
+    if (!process_->wait_for_log(" listening on ", kDeadline))
+      throw std::runtime_error("apiserver-lb did not start:\n" + process_->log());
+    std::smatch m;
+    const std::string log = process_->log();
+    if (!std::regex_search(log, m, std::regex(R"(listening on 127\.0\.0\.1:(\d+))")))
+      throw std::runtime_error("no port in the log:\n" + log);
+    endpoint_ = loopback(static_cast<std::uint16_t>(std::stoi(m[1])));
+  }
+  tcp::endpoint endpoint() const { return endpoint_; }
+  ChildProcess& process() { return *process_; }
+
+ private:
+  std::optional<ChildProcess> process_;
+  tcp::endpoint endpoint_;
+};
+
+std::string echo(tcp::socket& s, std::string_view text) {
+  asio::write(s, asio::buffer(text));
+  std::string reply(text.size(), '\0');
+  asio::read(s, asio::buffer(reply));
+  return reply;
+}
+
+TEST(Run, PrintsItsVersion) {
+  ChildProcess p(APILB_BINARY, {"version"});
+  EXPECT_EQ(p.wait_exit(kDeadline), 0);
+  EXPECT_TRUE(p.log().starts_with("apiserver-lb "));
+}
+
+TEST(Run, RejectsAnUnknownFlagWithUsage) {
+  ChildProcess p(APILB_BINARY, {"run", "--bogus"});
+  EXPECT_EQ(p.wait_exit(kDeadline), 2);
+  EXPECT_NE(p.log().find("unknown flag --bogus"), std::string::npos) << p.log();
+}
+
+TEST(Run, SendsEverythingToTheFirstMasterWhenNoTargetIsConfigured) {
+  EchoBackend master;
+  Balancer lb({"--first-master", to_string(master.endpoint())});
+  EXPECT_TRUE(lb.process().wait_for_log("(fallback, up)", kDeadline)) << lb.process().log();
+  for (int i = 0; i < 3; ++i) {
+    const auto reply = fetch(lb.endpoint(), "kubectl get nodes", kDeadline, AfterSend::shut_down_write);
+    EXPECT_EQ(reply.data, "kubectl get nodes");
+  }
+  EXPECT_EQ(master.accepted(), 3u);
+}
+
+TEST(Run, SigtermDrainsALiveConnectionThenExitsZero) {
+  EchoBackend backend;
+  Balancer lb({"--target", to_string(backend.endpoint())});
+  asio::io_context io;
+  tcp::socket watch(io);
+  watch.connect(lb.endpoint());
+  ASSERT_EQ(echo(watch, "watch?"), "watch?");
+
+  lb.process().send_signal(SIGTERM);
+  ASSERT_TRUE(lb.process().wait_for_log("draining", kDeadline));
+  // No longer accepting, but the live connection still works.
+  EXPECT_TRUE(wait_until([&] { return !port_accepts(lb.endpoint()); }, kDeadline));
+  EXPECT_EQ(echo(watch, "still flowing"), "still flowing");
+  EXPECT_TRUE(lb.process().running());
+
+  watch.close();
+  EXPECT_EQ(lb.process().wait_exit(kDeadline), 0) << lb.process().log();
+}
+
+TEST(Run, SigtermClosesWhatIsLeftAfterTheDrainTimeout) {
+  EchoBackend backend;
+  TempDir dir;
+  const auto config = dir.write("config.yaml", "drain_timeout: 300ms\n");
+  Balancer lb({"--config", config.string(), "--target", to_string(backend.endpoint())});
+  asio::io_context io;
+  tcp::socket watch(io);
+  watch.connect(lb.endpoint());
+  ASSERT_EQ(echo(watch, "long watch"), "long watch");
+  lb.process().send_signal(SIGTERM);
+  EXPECT_EQ(lb.process().wait_exit(kDeadline), 0) << lb.process().log();
+  EXPECT_NE(lb.process().log().find("closing 1 connections"), std::string::npos);
+}
+
+TEST(Run, FailsClearlyWhenTheListenAddressIsTaken) {
+  EchoBackend squatter;  // a plain listener without SO_REUSEPORT holds the port
+  ChildProcess p(APILB_BINARY, {"run", "--listen", to_string(squatter.endpoint()), "--admin", "",
+                                "--target", "127.0.0.1:1"});
+  EXPECT_EQ(p.wait_exit(kDeadline), 1);
+  EXPECT_NE(p.log().find("cannot listen on 127.0.0.1:"), std::string::npos) << p.log();
+}
+
+TEST(CheckConfig, ReportsFileLineAndFieldAndExitsOne) {
+  TempDir dir;
+  const auto file = dir.write("config.yaml", "targets: [\"10.0.0.11:6443\"]\nhealth:\n  interval: 2x\n");
+  ChildProcess p(APILB_BINARY, {"check-config", "--config", file.string()});
+  EXPECT_EQ(p.wait_exit(kDeadline), 1);
+  EXPECT_NE(p.log().find(file.string() + ":3:13: health.interval: \"2x\" is not a duration"),
+            std::string::npos)
+      << p.log();
+}
+
+TEST(CheckConfig, AcceptsAValidFile) {
+  TempDir dir;
+  const auto file = dir.write("config.yaml", "listen: [\"127.0.0.1:16443\"]\ntargets: [\"10.0.0.11\"]\n");
+  ChildProcess p(APILB_BINARY, {"check-config", "--config", file.string()});
+  EXPECT_EQ(p.wait_exit(kDeadline), 0) << p.log();
+}
+
+}  // namespace
+}  // namespace apilb::test

@@ -1,0 +1,349 @@
+// Loopback component tests of the forwarder: real sockets, in-process workers and fake backends.
+#include "lb/forwarder.hpp"
+
+#include "tests/support/backends.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/wait.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <thread>
+
+namespace apilb::lb {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using healthcheck::Target;
+using healthcheck::TargetState;
+using namespace std::chrono_literals;
+using test::wait_until;
+
+constexpr auto kDeadline = 10s;
+
+Target make_target(const tcp::endpoint& ep, TargetState state = TargetState::up) {
+  Target t;
+  t.address = config::Address{ep.address().to_string(), ep.port()};
+  t.name = t.address.to_string();
+  t.endpoint = ep;
+  t.state = state;
+  return t;
+}
+
+// In-process workers in front of the given targets, listening on 127.0.0.1 port 0.
+class Balancer {
+ public:
+  explicit Balancer(std::vector<Target> targets, ForwarderSettings settings = {},
+                    unsigned workers = 1)
+      : targets_(std::move(targets)) {
+    std::vector<tcp::endpoint> listen{test::loopback()};
+    for (unsigned i = 0; i < workers; ++i) {
+      workers_.push_back(std::make_unique<Forwarder>(settings, shared_));
+      workers_.back()->listen(listen);
+      listen = workers_.front()->local_endpoints();
+    }
+    endpoint_ = listen.front();
+    publish(targets_);
+    for (auto& w : workers_) threads_.emplace_back([&w] { w->run(); });
+  }
+  ~Balancer() {
+    for (auto& w : workers_) w->stop();
+    threads_.clear();
+  }
+
+  void publish(const std::vector<Target>& targets) {
+    auto set = std::make_shared<const healthcheck::TargetSet>(++generation_, targets, true);
+    for (auto& w : workers_) w->publish(set);
+  }
+  tcp::endpoint endpoint() const { return endpoint_; }
+  ForwarderShared& shared() { return shared_; }
+  const Target& target(std::size_t i) const { return targets_[i]; }
+  std::int64_t active(std::size_t i) const { return targets_[i].stats->active.load(); }
+  std::uint64_t bytes_spliced() const {
+    std::uint64_t n = 0;
+    for (auto& w : workers_) n += w->stats().bytes_spliced.load();
+    return n;
+  }
+  std::uint64_t bytes_copied() const {
+    std::uint64_t n = 0;
+    for (auto& w : workers_) n += w->stats().bytes_copied.load();
+    return n;
+  }
+  Forwarder& worker(std::size_t i) { return *workers_[i]; }
+
+ private:
+  std::vector<Target> targets_;
+  ForwarderShared shared_;
+  std::vector<std::unique_ptr<Forwarder>> workers_;
+  std::vector<std::jthread> threads_;
+  tcp::endpoint endpoint_;
+  std::uint64_t generation_ = 0;
+};
+
+// A blocking client connection through the balancer.
+class Client {
+ public:
+  explicit Client(const tcp::endpoint& ep) : socket_(io_) { socket_.connect(ep); }
+  // Sends `text` and reads the same number of bytes back.
+  std::string echo(std::string_view text) {
+    asio::write(socket_, asio::buffer(text));
+    std::string reply(text.size(), '\0');
+    asio::read(socket_, asio::buffer(reply));
+    return reply;
+  }
+  // Reads until the balancer closes the connection; true when it did (EOF or reset).
+  bool closed_by_peer(std::chrono::milliseconds deadline) {
+    return wait_until([&] {
+      std::array<char, 64> buf;
+      boost::system::error_code ec;
+      socket_.non_blocking(true);
+      socket_.read_some(asio::buffer(buf), ec);
+      return ec && ec != asio::error::would_block;
+    }, deadline);
+  }
+  tcp::socket& socket() { return socket_; }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_;
+};
+
+ForwarderSettings settings_with(config::Balance balance) {
+  ForwarderSettings s;
+  s.balance = balance;
+  return s;
+}
+
+TEST(Forwarder, RelaysBothWaysAndPropagatesHalfClose) {
+  test::EchoBackend backend;
+  Balancer lb({make_target(backend.endpoint())});
+  const auto reply = test::fetch(lb.endpoint(), "hello, apiserver", kDeadline,
+                                 test::AfterSend::shut_down_write);
+  EXPECT_FALSE(reply.error) << reply.error.message();  // the backend's FIN came back: EOF
+  EXPECT_EQ(reply.data, "hello, apiserver");
+}
+
+TEST(Forwarder, RoundRobinSpreadsConnectionsEvenlyOverThreeTargets) {
+  std::array<test::EchoBackend, 3> backends;
+  Balancer lb({make_target(backends[0].endpoint()), make_target(backends[1].endpoint()),
+               make_target(backends[2].endpoint())},
+              settings_with(config::Balance::round_robin));
+  for (int i = 0; i < 30; ++i) {
+    Client c(lb.endpoint());
+    ASSERT_EQ(c.echo("ping"), "ping");
+  }
+  for (auto& b : backends) EXPECT_EQ(b.accepted(), 10u);
+}
+
+TEST(Forwarder, LeastConnectionsSendsNewConnectionsToTheLeastLoadedTarget) {
+  std::array<test::EchoBackend, 3> backends;
+  Balancer lb({make_target(backends[0].endpoint()), make_target(backends[1].endpoint()),
+               make_target(backends[2].endpoint())},
+              settings_with(config::Balance::least_connections));
+  std::vector<std::unique_ptr<Client>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<Client>(lb.endpoint()));
+    ASSERT_EQ(held.back()->echo("x"), "x");
+  }
+  for (std::size_t i = 0; i < 3; ++i) ASSERT_EQ(lb.active(i), 1) << "target " << i;
+
+  // Close one client: its target is now the least loaded, so the next connection must go there.
+  held.front().reset();
+  ASSERT_TRUE(wait_until([&] { return lb.active(0) + lb.active(1) + lb.active(2) == 2; }, kDeadline));
+  const std::size_t idle = lb.active(0) == 0 ? 0 : lb.active(1) == 0 ? 1 : 2;
+  ASSERT_EQ(lb.active(idle), 0);
+  held.push_back(std::make_unique<Client>(lb.endpoint()));
+  ASSERT_EQ(held.back()->echo("y"), "y");
+  EXPECT_EQ(backends[idle].accepted(), 2u);
+  held.push_back(std::make_unique<Client>(lb.endpoint()));
+  ASSERT_EQ(held.back()->echo("y"), "y");
+  std::int64_t total = 0;
+  for (std::size_t i = 0; i < 3; ++i) total += lb.active(i);
+  EXPECT_EQ(total, 4);
+  EXPECT_LE(std::max({lb.active(0), lb.active(1), lb.active(2)}), 2);
+}
+
+TEST(Forwarder, RandomTwoKeepsLoadWithinTwoConnectionsOfEven) {
+  std::array<test::EchoBackend, 3> backends;
+  Balancer lb({make_target(backends[0].endpoint()), make_target(backends[1].endpoint()),
+               make_target(backends[2].endpoint())},
+              settings_with(config::Balance::random_two));
+  std::vector<std::unique_ptr<Client>> held;
+  for (int i = 0; i < 60; ++i) {
+    held.push_back(std::make_unique<Client>(lb.endpoint()));
+    ASSERT_EQ(held.back()->echo("z"), "z");
+  }
+  const auto [lo, hi] = std::minmax({lb.active(0), lb.active(1), lb.active(2)});
+  EXPECT_EQ(lb.active(0) + lb.active(1) + lb.active(2), 60);
+  EXPECT_LE(hi - lo, 2) << "loads " << lb.active(0) << "/" << lb.active(1) << "/" << lb.active(2);
+}
+
+// Streams `size` pseudo-random bytes through the balancer to an echo backend while reading the
+// echo, half-closes, and checks that what came back is byte-exact (same length, same checksum).
+void transfer_and_verify(const tcp::endpoint& ep, std::size_t size) {
+  asio::io_context io;
+  tcp::socket socket(io);
+  socket.connect(ep);
+  auto checksum = [](std::uint64_t h, const char* data, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 0x100000001b3ULL;
+    return h;
+  };
+  std::uint64_t sent_sum = 0xcbf29ce484222325ULL;
+  std::thread writer([&] {
+    std::vector<char> chunk(256 * 1024);
+    std::uint64_t state = 42;
+    for (std::size_t sent = 0; sent < size;) {
+      for (char& ch : chunk) {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        ch = static_cast<char>(state >> 56);
+      }
+      const std::size_t n = std::min(chunk.size(), size - sent);
+      asio::write(socket, asio::buffer(chunk.data(), n));
+      sent_sum = checksum(sent_sum, chunk.data(), n);
+      sent += n;
+    }
+    socket.shutdown(tcp::socket::shutdown_send);
+  });
+  std::uint64_t received_sum = 0xcbf29ce484222325ULL;
+  std::size_t received = 0;
+  std::vector<char> buf(256 * 1024);
+  boost::system::error_code ec;
+  for (;;) {
+    const std::size_t n = socket.read_some(asio::buffer(buf), ec);
+    received_sum = checksum(received_sum, buf.data(), n);
+    received += n;
+    if (ec) break;
+  }
+  writer.join();
+  EXPECT_EQ(ec, asio::error::eof);
+  EXPECT_EQ(received, size);
+  EXPECT_EQ(received_sum, sent_sum);
+}
+
+constexpr std::size_t k512MiB = 512ull << 20;
+
+TEST(Forwarder, MovesHalfAGigabyteByteExactThroughSplice) {
+  test::EchoBackend backend;
+  ForwarderSettings s;
+  s.relay.splice = config::SpliceMode::always;
+  Balancer lb({make_target(backend.endpoint())}, s);
+  transfer_and_verify(lb.endpoint(), k512MiB);
+  EXPECT_EQ(lb.bytes_spliced(), 2 * k512MiB);
+  EXPECT_EQ(lb.bytes_copied(), 0u);
+}
+
+TEST(Forwarder, MovesHalfAGigabyteByteExactThroughBuffers) {
+  test::EchoBackend backend;
+  ForwarderSettings s;
+  s.relay.splice = config::SpliceMode::never;
+  Balancer lb({make_target(backend.endpoint())}, s);
+  transfer_and_verify(lb.endpoint(), k512MiB);
+  EXPECT_EQ(lb.bytes_copied(), 2 * k512MiB);
+  EXPECT_EQ(lb.bytes_spliced(), 0u);
+}
+
+TEST(Forwarder, AutomaticModeSplicesBulkAndCopiesSmallMessages) {
+  test::EchoBackend backend;
+  Balancer lb({make_target(backend.endpoint())});
+  {
+    Client small(lb.endpoint());
+    for (int i = 0; i < 10; ++i) ASSERT_EQ(small.echo("GET /api/v1/pods"), "GET /api/v1/pods");
+  }
+  EXPECT_EQ(lb.bytes_spliced(), 0u);
+  transfer_and_verify(lb.endpoint(), 64ull << 20);
+  EXPECT_GT(lb.bytes_spliced(), 0u);
+}
+
+TEST(Forwarder, RetriesARefusedConnectOnAnotherTargetInvisibly) {
+  test::RefusingTarget dead;
+  test::EchoBackend alive;
+  std::atomic<int> failures{0};
+  Balancer lb({make_target(dead.endpoint()), make_target(alive.endpoint())},
+              settings_with(config::Balance::round_robin));
+  lb.shared().on_connect_failure = [&](const Target&, std::string_view) { ++failures; };
+  for (int i = 0; i < 20; ++i) {
+    Client c(lb.endpoint());
+    ASSERT_EQ(c.echo("still here"), "still here") << "connection " << i;
+  }
+  EXPECT_EQ(alive.accepted(), 20u);
+  // Round robin without health checks: every connection tries the dead target first.
+  EXPECT_EQ(failures.load(), 20);
+  EXPECT_EQ(lb.target(0).stats->connect_failures.load(), 20u);
+}
+
+TEST(Forwarder, RetriesAConnectTimeoutOnAnotherTarget) {
+  test::BlackholeTarget blackhole;
+  test::EchoBackend alive;
+  ForwarderSettings s = settings_with(config::Balance::round_robin);
+  s.connect_timeout = 200ms;
+  Balancer lb({make_target(blackhole.endpoint()), make_target(alive.endpoint())}, s);
+  for (int i = 0; i < 4; ++i) {
+    Client c(lb.endpoint());
+    ASSERT_EQ(c.echo("through"), "through");
+  }
+  EXPECT_EQ(alive.accepted(), 4u);
+  EXPECT_EQ(lb.target(0).stats->connect_failures.load(), 4u);
+}
+
+TEST(Forwarder, ClosesTheClientWhenNoTargetAnswers) {
+  test::RefusingTarget a, b;
+  Balancer lb({make_target(a.endpoint()), make_target(b.endpoint())});
+  Client c(lb.endpoint());
+  EXPECT_TRUE(c.closed_by_peer(kDeadline));
+  EXPECT_EQ(lb.shared().failed.load(), 1u);
+}
+
+TEST(Forwarder, ClosesConnectionsBeyondMaxConnectionsAndKeepsServing) {
+  test::EchoBackend backend;
+  ForwarderSettings s;
+  s.max_connections = 2;
+  Balancer lb({make_target(backend.endpoint())}, s);
+  auto first = std::make_unique<Client>(lb.endpoint());
+  Client second(lb.endpoint());
+  ASSERT_EQ(first->echo("1"), "1");
+  ASSERT_EQ(second.echo("2"), "2");
+
+  Client third(lb.endpoint());
+  EXPECT_TRUE(third.closed_by_peer(kDeadline));
+  EXPECT_EQ(lb.shared().rejected.load(), 1u);
+
+  first.reset();
+  ASSERT_TRUE(wait_until([&] { return lb.shared().connections.load() == 1; }, kDeadline));
+  Client fourth(lb.endpoint());
+  EXPECT_EQ(fourth.echo("4"), "4");
+}
+
+TEST(Forwarder, ClosesEstablishedConnectionsOfATargetThatGoesDown) {
+  std::array<test::EchoBackend, 2> backends;
+  std::vector<Target> targets{make_target(backends[0].endpoint()),
+                              make_target(backends[1].endpoint())};
+  Balancer lb(targets, settings_with(config::Balance::round_robin));
+  Client on_first(lb.endpoint());
+  Client on_second(lb.endpoint());
+  ASSERT_EQ(on_first.echo("a"), "a");
+  ASSERT_EQ(on_second.echo("b"), "b");
+
+  targets[0].state = TargetState::down;  // same stats object: the same target, now down
+  lb.publish(targets);
+  EXPECT_TRUE(on_first.closed_by_peer(kDeadline));
+  EXPECT_EQ(on_second.echo("still"), "still");
+}
+
+TEST(Forwarder, SpreadsOverSeveralWorkersSharingOnePort) {
+  test::EchoBackend backend;
+  Balancer lb({make_target(backend.endpoint())}, {}, 2);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(std::make_unique<Client>(lb.endpoint()));
+    ASSERT_EQ(clients.back()->echo("w"), "w");
+  }
+  EXPECT_EQ(lb.active(0), 16);
+}
+
+}  // namespace
+}  // namespace apilb::lb
