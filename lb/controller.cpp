@@ -1,5 +1,6 @@
 #include "lb/controller.hpp"
 
+#include "healthcheck/supervisor.hpp"
 #include "lb/forwarder.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -20,7 +21,6 @@ using asio::awaitable;
 using asio::ip::tcp;
 using healthcheck::Origin;
 using healthcheck::Target;
-using healthcheck::TargetState;
 
 namespace {
 
@@ -37,52 +37,34 @@ std::string to_string(const tcp::endpoint& ep) {
 
 struct Controller::Impl {
   explicit Impl(config::Config c) : config(std::move(c)) {}
+  ~Impl() {
+    // The supervisor's check loops live in io: stop them, then destroy their frames, then the rest.
+    supervisor.reset();
+    io.reset();
+  }
 
-  std::vector<Target> initial_targets();
+  std::vector<healthcheck::TargetSpec> target_specs() const;
   awaitable<void> handle_signals();
   awaitable<void> drain();
 
   config::Config config;
-  asio::io_context io{1};
+  std::optional<asio::io_context> io{std::in_place, 1};
   ForwarderShared shared;
   std::vector<std::unique_ptr<Forwarder>> workers;
   std::vector<std::jthread> threads;
-  std::uint64_t generation = 0;
+  std::unique_ptr<healthcheck::Supervisor> supervisor;
 };
 
-// Static targets, or first_master when there are none. Names are resolved once here; a name that
-// does not resolve leaves its target down rather than stopping the balancer.
-std::vector<Target> Controller::Impl::initial_targets() {
-  std::vector<config::Address> addresses = config.targets;
-  Origin origin = Origin::config;
-  if (addresses.empty() && config.first_master) {
-    addresses.push_back(*config.first_master);
-    origin = Origin::fallback;
-  }
-  tcp::resolver resolver(io);
-  std::vector<Target> targets;
-  for (const config::Address& a : addresses) {
-    Target t;
-    t.address = a;
-    t.name = a.to_string();
-    t.origin = origin;
-    // Until health checking runs, a configured target is taken to be up.
-    t.state = TargetState::up;
-    boost::system::error_code ec;
-    const auto results = resolver.resolve(a.host, std::to_string(a.port), ec);
-    if (ec || results.empty()) {
-      spdlog::error("target {}: cannot resolve {}: {}", t.name, a.host, ec.message());
-      t.state = TargetState::down;
-    } else {
-      t.endpoint = results.begin()->endpoint();
-    }
-    targets.push_back(std::move(t));
-  }
-  return targets;
+// Static targets, or first_master when there are none.
+std::vector<healthcheck::TargetSpec> Controller::Impl::target_specs() const {
+  std::vector<healthcheck::TargetSpec> specs;
+  for (const config::Address& a : config.targets) specs.push_back({a, Origin::config});
+  if (specs.empty() && config.first_master) specs.push_back({*config.first_master, Origin::fallback});
+  return specs;
 }
 
 awaitable<void> Controller::Impl::handle_signals() {
-  asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+  asio::signal_set signals(*io, SIGINT, SIGTERM, SIGHUP);
   for (;;) {
     auto [ec, signo] = co_await signals.async_wait(use_nothrow);
     if (ec) co_return;
@@ -101,7 +83,7 @@ awaitable<void> Controller::Impl::handle_signals() {
 awaitable<void> Controller::Impl::drain() {
   for (auto& w : workers) w->stop_accepting();
   const auto deadline = std::chrono::steady_clock::now() + config.drain_timeout;
-  asio::steady_timer timer(io);
+  asio::steady_timer timer(*io);
   while (shared.connections.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     timer.expires_after(kDrainPoll);
     co_await timer.async_wait(use_nothrow);
@@ -116,6 +98,7 @@ awaitable<void> Controller::Impl::drain() {
     }
   }
   for (auto& w : workers) w->stop();
+  io->stop();  // health checks included
   spdlog::info("stopped");
 }
 
@@ -143,28 +126,38 @@ int Controller::run() {
     if (i == 0) endpoints = s.workers.front()->local_endpoints();
   }
 
-  auto targets = s.initial_targets();
+  // Workers report connect failures; the supervisor, on the control thread, counts them.
+  s.shared.on_connect_failure = [&s](const Target& t, std::string_view reason) {
+    asio::post(*s.io, [&s, stats = t.stats, reason = std::string(reason)] {
+      if (s.supervisor) s.supervisor->report_connect_failure(stats.get(), reason);
+    });
+  };
+  s.supervisor = std::make_unique<healthcheck::Supervisor>(
+      s.io->get_executor(), s.config.health, s.config.upstream.on_target_down,
+      [&s](healthcheck::TargetSetPtr set) {
+        for (auto& w : s.workers) w->publish(set);
+      });
+  s.supervisor->set_targets(s.target_specs());
   std::string summary;
-  for (const Target& t : targets)
-    summary += fmt::format("{}{} ({}, {})", summary.empty() ? "" : ", ", t.name,
-                           healthcheck::to_string(t.origin), healthcheck::to_string(t.state));
-  const auto snapshot = std::make_shared<const healthcheck::TargetSet>(
-      ++s.generation, std::move(targets),
-      s.config.upstream.on_target_down == config::OnTargetDown::close);
-  for (auto& w : s.workers) w->publish(snapshot);
+  for (const Target& t : s.supervisor->current()->targets())
+    summary += fmt::format("{}{} ({})", summary.empty() ? "" : ", ", t.name,
+                           healthcheck::to_string(t.origin));
 
   std::string listening;
   for (const auto& ep : endpoints)
     listening += fmt::format("{}{}", listening.empty() ? "" : ", ", to_string(ep));
   spdlog::info("apiserver-lb {} listening on {} with {} worker threads, balance {}", APILB_VERSION,
                listening, threads, config::to_string(s.config.balance));
-  spdlog::info("targets: {}", summary.empty() ? "none" : summary);
+  spdlog::info("targets: {}; health checks: {} every {}, rise {}, fall {}",
+               summary.empty() ? "none" : summary, config::to_string(s.config.health.mode),
+               config::format_duration(s.config.health.interval), s.config.health.rise,
+               s.config.health.fall);
 
   for (auto& w : s.workers) s.threads.emplace_back([&w] { w->run(); });
-  asio::co_spawn(s.io, s.handle_signals(), [](std::exception_ptr e) {
+  asio::co_spawn(*s.io, s.handle_signals(), [](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
   });
-  s.io.run();
+  s.io->run();
   s.threads.clear();
   return 0;
 }

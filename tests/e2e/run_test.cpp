@@ -1,4 +1,5 @@
 // End to end: the real apiserver-lb binary, real flags, signals and sockets.
+#include "tests/e2e/lb_process.hpp"
 #include "tests/support/backends.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
@@ -8,7 +9,6 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
-#include <regex>
 
 namespace apilb::test {
 namespace {
@@ -17,29 +17,6 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 constexpr auto kDeadline = 10s;
-
-// Starts `apiserver-lb run` with `args` on 127.0.0.1 port 0 and learns the port from its log.
-class Balancer {
- public:
-  explicit Balancer(std::vector<std::string> args) {
-    std::vector<std::string> argv{"run", "--listen", "127.0.0.1:0", "--admin", ""};
-    argv.insert(argv.end(), args.begin(), args.end());
-    process_.emplace(APILB_BINARY, argv);
-    if (!process_->wait_for_log(" listening on ", kDeadline))
-      throw std::runtime_error("apiserver-lb did not start:\n" + process_->log());
-    std::smatch m;
-    const std::string log = process_->log();
-    if (!std::regex_search(log, m, std::regex(R"(listening on 127\.0\.0\.1:(\d+))")))
-      throw std::runtime_error("no port in the log:\n" + log);
-    endpoint_ = loopback(static_cast<std::uint16_t>(std::stoi(m[1])));
-  }
-  tcp::endpoint endpoint() const { return endpoint_; }
-  ChildProcess& process() { return *process_; }
-
- private:
-  std::optional<ChildProcess> process_;
-  tcp::endpoint endpoint_;
-};
 
 std::string echo(tcp::socket& s, std::string_view text) {
   asio::write(s, asio::buffer(text));
@@ -62,8 +39,8 @@ TEST(Run, RejectsAnUnknownFlagWithUsage) {
 
 TEST(Run, SendsEverythingToTheFirstMasterWhenNoTargetIsConfigured) {
   EchoBackend master;
-  Balancer lb({"--first-master", to_string(master.endpoint())});
-  EXPECT_TRUE(lb.process().wait_for_log("(fallback, up)", kDeadline)) << lb.process().log();
+  LbProcess lb({"--first-master", to_string(master.endpoint())});
+  EXPECT_TRUE(lb.process().wait_for_log("(fallback)", kDeadline)) << lb.process().log();
   for (int i = 0; i < 3; ++i) {
     const auto reply = fetch(lb.endpoint(), "kubectl get nodes", kDeadline, AfterSend::shut_down_write);
     EXPECT_EQ(reply.data, "kubectl get nodes");
@@ -73,7 +50,7 @@ TEST(Run, SendsEverythingToTheFirstMasterWhenNoTargetIsConfigured) {
 
 TEST(Run, SigtermDrainsALiveConnectionThenExitsZero) {
   EchoBackend backend;
-  Balancer lb({"--target", to_string(backend.endpoint())});
+  LbProcess lb({"--target", to_string(backend.endpoint())});
   asio::io_context io;
   tcp::socket watch(io);
   watch.connect(lb.endpoint());
@@ -94,7 +71,7 @@ TEST(Run, SigtermClosesWhatIsLeftAfterTheDrainTimeout) {
   EchoBackend backend;
   TempDir dir;
   const auto config = dir.write("config.yaml", "drain_timeout: 300ms\n");
-  Balancer lb({"--config", config.string(), "--target", to_string(backend.endpoint())});
+  LbProcess lb({"--config", config.string(), "--target", to_string(backend.endpoint())});
   asio::io_context io;
   tcp::socket watch(io);
   watch.connect(lb.endpoint());

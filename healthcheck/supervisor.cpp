@@ -1,0 +1,217 @@
+#include "healthcheck/supervisor.hpp"
+
+#include "healthcheck/rise_fall.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace apilb::healthcheck {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::ip::tcp;
+using std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+// While a change builds, check this much more often (HAProxy's fastinter), but not absurdly often.
+constexpr int kFastDivisor = 4;
+constexpr auto kFastFloor = std::chrono::milliseconds(100);
+
+std::string seconds(steady_clock::duration d) {
+  return fmt::format("{:.1f}s", std::chrono::duration<double>(d).count());
+}
+
+}  // namespace
+
+struct Supervisor::Checker {
+  Checker(asio::any_io_executor ex, TargetSpec s, const config::Health& health)
+      : spec(std::move(s)),
+        name(spec.address.to_string()),
+        rise_fall(health.rise, health.fall),
+        timer(ex) {
+    boost::system::error_code ec;
+    const auto ip = asio::ip::make_address(spec.address.host, ec);
+    if (!ec) endpoint = tcp::endpoint(ip, spec.address.port);
+  }
+
+  // The state workers see: the checks' verdict, refined by what kind of failure it was and by the
+  // installer's drain flag.
+  TargetState derive() const {
+    switch (rise_fall.state()) {
+      case Health::unknown: return spec.drain ? TargetState::draining : TargetState::unknown;
+      case Health::up: return spec.drain ? TargetState::draining : TargetState::up;
+      case Health::down: break;
+    }
+    return last_failure == Outcome::not_ready ? TargetState::draining : TargetState::down;
+  }
+
+  TargetSpec spec;
+  std::string name;
+  tcp::endpoint endpoint;  // unspecified until a name resolves
+  RiseFall rise_fall;
+  TargetState state = TargetState::unknown;
+  Outcome last_failure = Outcome::failed;
+  ProbeResult last;
+  steady_clock::time_point since = steady_clock::now();
+  std::chrono::system_clock::time_point since_wall = std::chrono::system_clock::now();
+  steady_clock::time_point last_up{};  // for panic mode's preference order
+  std::shared_ptr<TargetStats> stats = std::make_shared<TargetStats>();
+  asio::steady_timer timer;
+  bool stopped = false;
+};
+
+Supervisor::Supervisor(asio::any_io_executor executor, const config::Health& health,
+                       config::OnTargetDown on_target_down, Publish publish)
+    : executor_(std::move(executor)),
+      health_(health),
+      on_target_down_(on_target_down),
+      publish_(std::move(publish)),
+      prober_(std::make_unique<Prober>(health)) {}
+
+Supervisor::~Supervisor() {
+  for (auto& c : checkers_) {
+    c->stopped = true;
+    c->timer.cancel();
+  }
+}
+
+void Supervisor::set_targets(const std::vector<TargetSpec>& specs) {
+  std::vector<std::shared_ptr<Checker>> next;
+  for (const TargetSpec& spec : specs) {
+    auto same = std::find_if(checkers_.begin(), checkers_.end(), [&](const auto& c) {
+      return c && c->spec.address == spec.address;
+    });
+    if (same != checkers_.end()) {
+      (*same)->spec = spec;  // origin or drain flag may have changed
+      (*same)->state = (*same)->derive();
+      next.push_back(std::move(*same));
+      continue;
+    }
+    auto checker = std::make_shared<Checker>(executor_, spec, health_);
+    next.push_back(checker);
+    asio::co_spawn(executor_, check_loop(std::move(checker)), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);  // a bug: let it reach run() and stop the process
+    });
+  }
+  for (auto& gone : checkers_) {
+    if (!gone) continue;
+    gone->stopped = true;
+    gone->timer.cancel();
+  }
+  checkers_ = std::move(next);
+  publish();
+}
+
+awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
+  tcp::resolver resolver(executor_);
+  while (!c->stopped) {
+    const auto started = steady_clock::now();
+    ProbeResult result;
+    if (!config::is_ip_literal(c->spec.address.host)) {
+      // Names are resolved for every check, so a master that changes address is followed.
+      auto [ec, found] = co_await resolver.async_resolve(
+          c->spec.address.host, std::to_string(c->spec.address.port), use_nothrow);
+      if (c->stopped) co_return;
+      if (ec || found.empty()) {
+        result.reason = "cannot resolve " + c->spec.address.host + ": " + ec.message();
+      } else if (found.begin()->endpoint() != c->endpoint) {
+        c->endpoint = found.begin()->endpoint();
+        publish();
+      }
+    }
+    if (c->endpoint.port() != 0 && result.reason.empty())
+      result = co_await prober_->probe(executor_, c->endpoint, c->spec.address.host);
+    if (c->stopped) co_return;
+    record(*c, std::move(result));
+
+    c->timer.expires_at(started + next_delay(*c));
+    co_await c->timer.async_wait(use_nothrow);  // cancelled: check now
+  }
+}
+
+std::chrono::milliseconds Supervisor::next_delay(const Checker& c) {
+  auto interval = health_.interval;
+  if (c.rise_fall.in_transition())
+    interval = std::max<std::chrono::milliseconds>(interval / kFastDivisor, kFastFloor);
+  // Up to 10% earlier, never later, so targets checked in step drift apart without stretching
+  // the detection bound (interval x fall).
+  random_ ^= random_ << 13, random_ ^= random_ >> 7, random_ ^= random_ << 17;
+  return interval - std::chrono::milliseconds(random_ % (interval.count() / 10 + 1));
+}
+
+void Supervisor::record(Checker& c, ProbeResult result) {
+  const bool passed = result.outcome == Outcome::passed;
+  if (!passed) c.last_failure = result.outcome;
+  c.rise_fall.record(passed);
+  c.last = std::move(result);
+  const TargetState next = c.derive();
+  if (next == TargetState::up) c.last_up = steady_clock::now();
+  if (next == c.state) return;
+
+  const auto now = steady_clock::now();
+  const std::string why = next == TargetState::up ? "checks passed" : c.last.reason;
+  auto log = next == TargetState::up ? spdlog::level::info : spdlog::level::warn;
+  spdlog::log(log, "target {} ({}): {} -> {}: {} (was {} for {})", c.name, to_string(c.spec.origin),
+              to_string(c.state), to_string(next), why, to_string(c.state), seconds(now - c.since));
+  c.state = next;
+  c.since = now;
+  c.since_wall = std::chrono::system_clock::now();
+  publish();
+}
+
+void Supervisor::report_connect_failure(const TargetStats* stats, const std::string& reason) {
+  for (auto& c : checkers_) {
+    if (c->stats.get() != stats) continue;
+    record(*c, ProbeResult{Outcome::failed, "passive: " + reason, {}});
+    c->timer.cancel();  // probe again at once rather than wait for the next interval
+    return;
+  }
+}
+
+void Supervisor::publish() {
+  // Preference order for panic mode: most recently up first; never-up targets keep config order.
+  std::vector<const Checker*> order;
+  for (const auto& c : checkers_) order.push_back(c.get());
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Checker* a, const Checker* b) { return a->last_up > b->last_up; });
+  std::vector<Target> targets;
+  for (const Checker* c : order) {
+    Target t;
+    t.address = c->spec.address;
+    t.name = c->name;
+    t.endpoint = c->endpoint;
+    t.origin = c->spec.origin;
+    // A target whose name never resolved has nowhere to connect to.
+    t.state = c->endpoint.port() == 0 ? TargetState::down : c->state;
+    t.stats = c->stats;
+    targets.push_back(std::move(t));
+  }
+  current_ = std::make_shared<const TargetSet>(++generation_, std::move(targets),
+                                               on_target_down_ == config::OnTargetDown::close);
+  if (current_->panic() != panic_) {
+    panic_ = current_->panic();
+    if (panic_) {
+      spdlog::error("panic mode: no target is healthy; trying every target in turn");
+    } else {
+      spdlog::info("panic mode over: a target is healthy again");
+    }
+  }
+  publish_(current_);
+}
+
+std::vector<TargetStatus> Supervisor::status() const {
+  std::vector<TargetStatus> out;
+  for (const auto& c : checkers_)
+    out.push_back({c->name, c->spec.origin, c->state, c->since_wall, c->last, c->stats});
+  return out;
+}
+
+}  // namespace apilb::healthcheck

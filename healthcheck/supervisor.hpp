@@ -1,0 +1,78 @@
+#pragma once
+
+#include "config/config.hpp"
+#include "healthcheck/probe.hpp"
+#include "healthcheck/target_set.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace apilb::healthcheck {
+
+// A target as the configuration or the feed names it.
+struct TargetSpec {
+  config::Address address;
+  Origin origin = Origin::config;
+  bool drain = false;  // planned maintenance: no new connections, established ones finish
+};
+
+// One target as operators see it (/status, logs).
+struct TargetStatus {
+  std::string name;
+  Origin origin = Origin::config;
+  TargetState state = TargetState::unknown;
+  std::chrono::system_clock::time_point since;
+  ProbeResult last;  // the last active or passive result
+  std::shared_ptr<const TargetStats> stats;
+};
+
+// Decides who is healthy. Runs one check loop per target on the control executor (active probes on
+// a jittered timer, faster while a change builds), folds in the connect failures workers report
+// (passive checks: each counts as a failed check and triggers an immediate probe), and publishes an
+// immutable TargetSet whenever a target's state changes. Every member function runs on the control
+// executor. Must outlive the executor's run(); destroy it before the io_context.
+class Supervisor {
+ public:
+  using Publish = std::function<void(TargetSetPtr)>;
+
+  Supervisor(boost::asio::any_io_executor executor, const config::Health& health,
+             config::OnTargetDown on_target_down, Publish publish);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Replaces the target list: new targets start unknown and are checked at once; targets that stay
+  // keep their state and counters; removed ones stop being checked. Publishes.
+  void set_targets(const std::vector<TargetSpec>& specs);
+  // A worker failed to connect to the target owning `stats`.
+  void report_connect_failure(const TargetStats* stats, const std::string& reason);
+
+  TargetSetPtr current() const { return current_; }
+  std::vector<TargetStatus> status() const;
+
+ private:
+  struct Checker;
+  boost::asio::awaitable<void> check_loop(std::shared_ptr<Checker> checker);
+  void record(Checker& checker, ProbeResult result);
+  void publish();
+  std::chrono::milliseconds next_delay(const Checker& checker);
+
+  boost::asio::any_io_executor executor_;
+  config::Health health_;
+  config::OnTargetDown on_target_down_;
+  Publish publish_;
+  std::unique_ptr<Prober> prober_;
+  std::vector<std::shared_ptr<Checker>> checkers_;  // in configuration order
+  TargetSetPtr current_;
+  std::uint64_t generation_ = 0;
+  std::uint64_t random_ = 0x853c49e6748fea9bULL;
+  bool panic_ = false;
+};
+
+}  // namespace apilb::healthcheck

@@ -1,0 +1,184 @@
+// Loopback component tests of the supervisor: real probes against in-process fakes, the control
+// io_context run by the test thread until what it waits for has been published.
+#include "healthcheck/supervisor.hpp"
+
+#include "tests/support/backends.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
+
+#include <optional>
+
+namespace apilb::healthcheck {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using std::chrono::steady_clock;
+
+constexpr auto kDeadline = 10s;
+
+config::Address address_of(const asio::ip::tcp::endpoint& ep) {
+  return {ep.address().to_string(), ep.port()};
+}
+
+config::Health fast_checks(config::Duration interval = 100ms) {
+  config::Health h;
+  h.interval = interval;
+  h.timeout = std::min<config::Duration>(interval, 300ms);
+  h.rise = 2;
+  h.fall = 2;
+  return h;
+}
+
+// A supervisor on an io_context the test runs, recording every published snapshot.
+class Harness {
+ public:
+  explicit Harness(const config::Health& health,
+                   config::OnTargetDown on_down = config::OnTargetDown::close)
+      : supervisor_(io_.get_executor(), health, on_down,
+                    [this](TargetSetPtr set) { latest_ = std::move(set); ++published_; }) {}
+
+  Supervisor& supervisor() { return supervisor_; }
+  // Runs the control loop until `pred` holds; false at the deadline.
+  bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds deadline = kDeadline) {
+    const auto until = steady_clock::now() + deadline;
+    while (!pred()) {
+      if (steady_clock::now() >= until) return false;
+      io_.run_one_for(10ms);
+    }
+    return true;
+  }
+  TargetState state(std::size_t config_index) const {
+    return supervisor_.status().at(config_index).state;
+  }
+  const TargetSetPtr& latest() const { return latest_; }
+  int published() const { return published_; }
+
+ private:
+  asio::io_context io_;
+  TargetSetPtr latest_;
+  int published_ = 0;
+  Supervisor supervisor_;
+};
+
+TEST(Supervisor, PublishesNewTargetsAsUnknownThenUpAfterOnePassingCheck) {
+  test::EchoBackend backend;
+  Harness h(fast_checks());
+  h.supervisor().set_targets({{address_of(backend.endpoint())}});
+  ASSERT_TRUE(h.latest());
+  EXPECT_EQ(h.latest()->targets()[0].state, TargetState::unknown);
+  EXPECT_EQ(h.latest()->eligible().size(), 1u);  // usable before its first check
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+  EXPECT_EQ(h.latest()->targets()[0].state, TargetState::up);
+}
+
+TEST(Supervisor, MarksAStoppedBackendDownWithinIntervalTimesFall) {
+  test::EchoBackend alive, dying;
+  Harness h(fast_checks(200ms));
+  h.supervisor().set_targets({{address_of(alive.endpoint())}, {address_of(dying.endpoint())}});
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
+
+  dying.stop();
+  const auto stopped = steady_clock::now();
+  ASSERT_TRUE(h.run_until([&] { return h.state(1) == TargetState::down; }));
+  const auto detected = steady_clock::now() - stopped;
+  std::printf("detection after crash: %lld ms (interval 200ms, fall 2)\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(detected).count()));
+  EXPECT_LE(detected, 2 * 200ms + 500ms);
+  EXPECT_EQ(h.supervisor().status()[1].last.reason, "connection refused");
+  // Only the live target takes new connections; the dead one's connections are to be closed.
+  ASSERT_EQ(h.latest()->eligible().size(), 1u);
+  EXPECT_EQ(h.latest()->targets()[h.latest()->eligible()[0]].name,
+            address_of(alive.endpoint()).to_string());
+  EXPECT_TRUE(h.latest()->must_close(h.supervisor().status()[1].stats.get()));
+}
+
+TEST(Supervisor, ComesBackAfterRisePassingChecks) {
+  auto backend = std::make_optional<test::EchoBackend>();
+  const auto endpoint = backend->endpoint();
+  Harness h(fast_checks());
+  h.supervisor().set_targets({{address_of(endpoint)}});
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+  backend.reset();
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::down; }));
+  EXPECT_TRUE(h.latest()->panic());
+
+  backend.emplace(endpoint);  // the same port again
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+  EXPECT_FALSE(h.latest()->panic());
+}
+
+TEST(Supervisor, CountsAPassiveFailureAndProbesAgainAtOnce) {
+  test::EchoBackend backend;
+  Harness h(fast_checks(60s));  // active checks alone would take two minutes
+  h.supervisor().set_targets({{address_of(backend.endpoint())}});
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+
+  backend.stop();
+  const auto stats = h.supervisor().status()[0].stats;
+  h.supervisor().report_connect_failure(stats.get(), "connect timeout");
+  // One passive failure (fall 2) plus the immediate probe's refusal: down in well under a second.
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::down; }, 2s));
+}
+
+TEST(Supervisor, IgnoresAPassiveFailureOfATargetItNoLongerChecks) {
+  test::EchoBackend backend;
+  Harness h(fast_checks());
+  h.supervisor().set_targets({{address_of(backend.endpoint())}});
+  TargetStats stranger;
+  const int before = h.published();
+  h.supervisor().report_connect_failure(&stranger, "connection refused");
+  EXPECT_EQ(h.published(), before);
+}
+
+TEST(Supervisor, KeepsStateAndCountersOfTargetsThatStayInTheList) {
+  test::EchoBackend a, b;
+  Harness h(fast_checks());
+  h.supervisor().set_targets({{address_of(a.endpoint())}});
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+  const auto stats_a = h.supervisor().status()[0].stats;
+
+  h.supervisor().set_targets({{address_of(a.endpoint())}, {address_of(b.endpoint()), Origin::file}});
+  EXPECT_EQ(h.state(0), TargetState::up);
+  EXPECT_EQ(h.supervisor().status()[0].stats, stats_a);
+  EXPECT_EQ(h.state(1), TargetState::unknown);
+  EXPECT_EQ(h.supervisor().status()[1].origin, Origin::file);
+  // The new one is not used until checked: one target is already up.
+  EXPECT_EQ(h.latest()->eligible().size(), 1u);
+  ASSERT_TRUE(h.run_until([&] { return h.state(1) == TargetState::up; }));
+  EXPECT_EQ(h.latest()->eligible().size(), 2u);
+
+  h.supervisor().set_targets({{address_of(b.endpoint()), Origin::file}});
+  ASSERT_EQ(h.latest()->targets().size(), 1u);
+  EXPECT_EQ(h.latest()->targets()[0].origin, Origin::file);
+}
+
+TEST(Supervisor, DrainFlagStopsNewConnectionsButClosesNothing) {
+  test::EchoBackend a, b;
+  Harness h(fast_checks());
+  h.supervisor().set_targets({{address_of(a.endpoint())}, {address_of(b.endpoint())}});
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
+  h.supervisor().set_targets({{address_of(a.endpoint())}, {address_of(b.endpoint()), Origin::config, true}});
+  EXPECT_EQ(h.state(1), TargetState::draining);
+  EXPECT_EQ(h.latest()->eligible().size(), 1u);
+  EXPECT_FALSE(h.latest()->must_close(h.supervisor().status()[1].stats.get()));
+}
+
+TEST(Supervisor, PanicModePrefersTheMostRecentlyHealthyTarget) {
+  auto first = std::make_optional<test::EchoBackend>();
+  auto second = std::make_optional<test::EchoBackend>();
+  const auto second_address = address_of(second->endpoint());
+  Harness h(fast_checks());
+  h.supervisor().set_targets({{address_of(first->endpoint())}, {second_address}});
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
+  first.reset();
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::down; }));
+  second.reset();
+  ASSERT_TRUE(h.run_until([&] { return h.state(1) == TargetState::down; }));
+  ASSERT_TRUE(h.latest()->panic());
+  EXPECT_EQ(h.latest()->targets()[0].name, second_address.to_string());
+}
+
+}  // namespace
+}  // namespace apilb::healthcheck
