@@ -1,16 +1,12 @@
 #include "config/config.hpp"
 
+#include "config/yaml_util.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <charconv>
-#include <cstdio>
 #include <cstring>
-#include <functional>
-#include <initializer_list>
-#include <memory>
 #include <stdexcept>
 #include <utility>
 
@@ -31,6 +27,11 @@ void throw_exception_from_error(const Error& e, const boost::source_location&) {
 }
 
 namespace {
+
+using detail::Field;
+using detail::in_quotes;
+using detail::Role;
+using detail::value_of;
 
 template <typename E>
 struct Named {
@@ -66,177 +67,6 @@ constexpr std::string_view name_of(const Table& table, E value) noexcept {
   const auto it = std::ranges::find(table, value, &Named<E>::value);
   return it == table.end() ? "?" : it->name;
 }
-
-template <typename Table>
-constexpr auto value_of(const Table& table, std::string_view name) noexcept {
-  const auto it = std::ranges::find(table, name, &Table::value_type::name);
-  return it == table.end() ? std::nullopt : std::optional(it->value);
-}
-
-std::string in_quotes(std::string_view text) { return '"' + std::string(text) + '"'; }
-
-template <typename Range, typename Projection>
-std::string join(const Range& items, Projection name) {
-  std::string out;
-  for (const auto& item : items)
-    out += (out.empty() ? "" : ", ") + std::string(std::invoke(name, item));
-  return out;
-}
-
-Position position(const YAML::Mark& mark) noexcept {
-  if (mark.is_null()) return {};
-  return {mark.line + 1, mark.column + 1};  // yaml-cpp counts from 0
-}
-
-// Thrown anywhere below read_config() and caught only by parse_config(), next to yaml-cpp's own
-// exceptions: each field reader stays a straight line instead of passing a result up every level.
-struct Invalid {
-  YAML::Mark mark;
-  std::string field;
-  std::string reason;
-};
-
-enum class Role { listen, target };  // listen: IP literal and port required; target: names, :6443
-
-class Field;
-struct Key {
-  std::string_view name;
-  std::function<void(const Field&)> read;
-};
-
-// One value of the document with its dotted path and position: every reader below takes one, so
-// an error names the field and the line without the caller repeating either. Borrows `seen`.
-class Field {
- public:
-  Field(YAML::Node node, std::string path, YAML::Mark mark, Positions& seen)
-      : node_(std::move(node)), path_(std::move(path)), mark_(mark), seen_(&seen) {
-    seen[path_] = position(mark_);
-  }
-
-  [[noreturn]] void fail(std::string reason) const {
-    throw Invalid{mark_, path_, std::move(reason)};
-  }
-
-  // A map of settings: each key known to `keys` goes to its reader; others are errors.
-  void fields(std::initializer_list<Key> keys) const {
-    if (node_.IsNull()) return;  // `health:` with nothing under it: all defaults
-    expect(YAML::NodeType::Map);
-    std::vector<std::string> done;
-    for (const auto& entry : node_) {
-      const std::string name = entry.first.Scalar();
-      const auto key = std::ranges::find(keys, name, &Key::name);
-      if (key == keys.end())
-        throw Invalid{
-            entry.first.Mark(), path_,
-            "unknown key " + in_quotes(name) + " (valid: " + join(keys, &Key::name) + ")"};
-      if (std::ranges::find(done, name) != done.end())
-        throw Invalid{entry.first.Mark(), path_, "duplicate key " + in_quotes(name)};
-      done.push_back(name);
-      key->read(child(entry.second, path_.empty() ? name : path_ + '.' + name, entry.first.Mark()));
-    }
-  }
-
-  // A string; an absent value (`ca_file:`, `~`) reads as "".
-  std::string text() const {
-    if (node_.IsNull()) return {};
-    expect(YAML::NodeType::Scalar);
-    return node_.Scalar();
-  }
-
-  // A scalar that must not be empty: the start of every typed value below.
-  std::string token() const {
-    std::string t = text();
-    if (t.empty()) fail("missing value");
-    return t;
-  }
-
-  template <typename Int>
-  Int integer(Int min, Int max) const {
-    const std::string t = token();
-    long long value = 0;
-    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
-    const bool too_big = ec == std::errc::result_out_of_range;
-    if (end != t.data() + t.size() || (ec != std::errc{} && !too_big))
-      fail(in_quotes(t) + " is not a whole number");
-    if (too_big || std::cmp_less(value, min) || std::cmp_greater(value, max))
-      fail("must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " + t);
-    return static_cast<Int>(value);
-  }
-
-  Duration duration(Duration min, Duration max = Duration::max()) const {
-    const std::string t = token();
-    const auto d = parse_duration(t);
-    if (!d) fail(in_quotes(t) + " is not a duration");
-    if (*d < min || *d > max)
-      fail((max == Duration::max()
-                ? "must be at least " + format_duration(min)
-                : "must be between " + format_duration(min) + " and " + format_duration(max)) +
-           ", got " + t);
-    return *d;
-  }
-
-  // For settings the kernel takes in whole seconds (TCP keepalive): "1500ms" would be truncated.
-  Duration seconds(Duration min, Duration max) const {
-    const Duration d = duration(min, max);
-    if (d % 1s != 0ms) fail("must be a whole number of seconds, got " + format_duration(d));
-    return d;
-  }
-
-  template <typename Table>
-  auto choice(const Table& table) const {
-    const std::string t = token();
-    if (const auto value = value_of(table, t)) return *value;
-    fail(in_quotes(t) + " is not one of " + join(table, &Table::value_type::name));
-  }
-
-  Address address(Role role) const {
-    const std::string t = token();
-    std::string why;
-    const auto address =
-        role == Role::listen ? parse_listen_address(t, &why) : parse_address(t, &why);
-    if (!address) fail(in_quotes(t) + ": " + why);
-    return *address;
-  }
-
-  // A list of addresses; `targets:` with nothing after it is an empty list.
-  std::vector<Address> addresses(Role role) const {
-    std::vector<Address> out;
-    if (node_.IsNull()) return out;
-    expect(YAML::NodeType::Sequence);
-    for (const auto& item : node_)
-      out.push_back(
-          child(item, path_ + '[' + std::to_string(out.size()) + ']', mark_).address(role));
-    return out;
-  }
-
- private:
-  // An absent value's own mark points past it, at the next line: use its key's instead.
-  Field child(const YAML::Node& node, std::string path, const YAML::Mark& key_mark) const {
-    return {node, std::move(path), node.IsNull() ? key_mark : node.Mark(), *seen_};
-  }
-
-  void expect(YAML::NodeType::value type) const {
-    static constexpr auto kind = [](YAML::NodeType::value t) {
-      switch (t) {
-        case YAML::NodeType::Map:
-          return "a map";
-        case YAML::NodeType::Sequence:
-          return "a list";
-        case YAML::NodeType::Scalar:
-          return "a single value";
-        default:
-          return "nothing";
-      }
-    };
-    if (node_.Type() != type)
-      fail(std::string("expected ") + kind(type) + ", got " + kind(node_.Type()));
-  }
-
-  YAML::Node node_;
-  std::string path_;
-  YAML::Mark mark_;
-  Positions* seen_;
-};
 
 void read(const Field& f, Admin& admin) {
   f.fields({{"listen", [&](const Field& v) {
@@ -374,34 +204,16 @@ std::optional<std::pair<std::string, std::string>> broken_rule(const Config& c) 
 }  // namespace
 
 Result<Config> parse_config(std::string_view yaml, std::string_view file) {
-  const auto error = [&](const YAML::Mark& mark, std::string field, std::string reason) {
-    const Position at = position(mark);
-    return Error{std::string(file), at.line, at.column, std::move(field), std::move(reason)};
-  };
-  // The one place where yaml-cpp's exceptions, and ours, become values.
-  try {
-    return read_config(YAML::Load(std::string(yaml)));
-  } catch (const Invalid& e) {
-    return error(e.mark, e.field, e.reason);
-  } catch (const YAML::Exception& e) {
-    return error(e.mark, "", "invalid YAML: " + e.msg);
-  }
+  return detail::parse_document<Config>(yaml, file, read_config);
 }
 
 Result<Config> load_config(const std::filesystem::path& file) {
-  const auto unreadable = [&] {
-    return Error{file.string(), 0, 0, "", std::string("cannot read: ") + std::strerror(errno)};
-  };
-  struct Close {
-    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
-  };
-  const std::unique_ptr<std::FILE, Close> in(std::fopen(file.c_str(), "rb"));
-  if (!in) return unreadable();
-  std::string text;
-  char buffer[8192];
-  while (const auto n = std::fread(buffer, 1, sizeof buffer, in.get())) text.append(buffer, n);
-  if (std::ferror(in.get())) return unreadable();  // e.g. EISDIR: fopen accepts a directory
-  return parse_config(text, file.string());
+  int error_number = 0;
+  const auto text = detail::read_text(file, error_number);
+  if (!text)
+    return Error{file.string(), 0, 0, "",
+                 std::string("cannot read: ") + std::strerror(error_number)};
+  return parse_config(*text, file.string());
 }
 
 Result<Config> finalize(Config config, const Overrides& overrides, std::string_view file) {

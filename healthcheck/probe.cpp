@@ -200,8 +200,6 @@ awaitable<ProbeResult> Prober::Impl::check(asio::any_io_executor executor, tcp::
 }
 
 awaitable<ProbeResult> Prober::Impl::ask_readyz(ssl::stream<tcp::socket>& stream, std::string host_header) {
-  co_await asio::this_coro::throw_if_cancelled(false);
-
   http::request<http::empty_body> request(http::verb::get, verbose_target(health.path), 11);
   request.set(http::field::host, host_header);
   request.set(http::field::user_agent, "apiserver-lb/" APILB_VERSION);

@@ -31,6 +31,14 @@ std::string seconds(steady_clock::duration d) {
 
 }  // namespace
 
+void CheckHistogram::observe(double seconds) noexcept {
+  std::size_t i = 0;
+  while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+  ++counts[i];
+  sum += seconds;
+  ++count;
+}
+
 struct Supervisor::Checker {
   Checker(asio::any_io_executor ex, TargetSpec s, const config::Health& health)
       : spec(std::move(s)),
@@ -64,6 +72,8 @@ struct Supervisor::Checker {
   std::chrono::system_clock::time_point since_wall = std::chrono::system_clock::now();
   steady_clock::time_point last_up{};  // for panic mode's preference order
   std::shared_ptr<TargetStats> stats = std::make_shared<TargetStats>();
+  CheckHistogram checks;
+  std::uint64_t left_service = 0;
   asio::steady_timer timer;
   bool stopped = false;
 };
@@ -117,8 +127,9 @@ awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
     ProbeResult result;
     if (!config::is_ip_literal(c->spec.address.host)) {
       // Names are resolved for every check, so a master that changes address is followed.
-      auto [ec, found] = co_await resolver.async_resolve(
-          c->spec.address.host, std::to_string(c->spec.address.port), use_nothrow);
+      // A named port, not a temporary inside the co_await expression: GCC 12 miscompiles those.
+      const std::string port = std::to_string(c->spec.address.port);
+      auto [ec, found] = co_await resolver.async_resolve(c->spec.address.host, port, use_nothrow);
       if (c->stopped) co_return;
       if (ec || found.empty()) {
         result.reason = "cannot resolve " + c->spec.address.host + ": " + ec.message();
@@ -130,7 +141,7 @@ awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
     if (c->endpoint.port() != 0 && result.reason.empty())
       result = co_await prober_->probe(executor_, c->endpoint, c->spec.address.host);
     if (c->stopped) co_return;
-    record(*c, std::move(result));
+    record(*c, std::move(result), true);
 
     c->timer.expires_at(started + next_delay(*c));
     co_await c->timer.async_wait(use_nothrow);  // cancelled: check now
@@ -147,7 +158,8 @@ std::chrono::milliseconds Supervisor::next_delay(const Checker& c) {
   return interval - std::chrono::milliseconds(random_ % (interval.count() / 10 + 1));
 }
 
-void Supervisor::record(Checker& c, ProbeResult result) {
+void Supervisor::record(Checker& c, ProbeResult result, bool active) {
+  if (active) c.checks.observe(std::chrono::duration<double>(result.latency).count());
   const bool passed = result.outcome == Outcome::passed;
   if (!passed) c.last_failure = result.outcome;
   c.rise_fall.record(passed);
@@ -161,6 +173,7 @@ void Supervisor::record(Checker& c, ProbeResult result) {
   auto log = next == TargetState::up ? spdlog::level::info : spdlog::level::warn;
   spdlog::log(log, "target {} ({}): {} -> {}: {} (was {} for {})", c.name, to_string(c.spec.origin),
               to_string(c.state), to_string(next), why, to_string(c.state), seconds(now - c.since));
+  if (c.state == TargetState::up) ++c.left_service;
   c.state = next;
   c.since = now;
   c.since_wall = std::chrono::system_clock::now();
@@ -170,7 +183,7 @@ void Supervisor::record(Checker& c, ProbeResult result) {
 void Supervisor::report_connect_failure(const TargetStats* stats, const std::string& reason) {
   for (auto& c : checkers_) {
     if (c->stats.get() != stats) continue;
-    record(*c, ProbeResult{Outcome::failed, "passive: " + reason, {}});
+    record(*c, ProbeResult{Outcome::failed, "passive: " + reason, {}}, false);
     c->timer.cancel();  // probe again at once rather than wait for the next interval
     return;
   }
@@ -210,7 +223,8 @@ void Supervisor::publish() {
 std::vector<TargetStatus> Supervisor::status() const {
   std::vector<TargetStatus> out;
   for (const auto& c : checkers_)
-    out.push_back({c->name, c->spec.origin, c->state, c->since_wall, c->last, c->stats});
+    out.push_back({c->name, c->spec.origin, c->state, c->since_wall, c->last, c->stats, c->checks,
+                   c->left_service});
   return out;
 }
 

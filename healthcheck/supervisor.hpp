@@ -6,6 +6,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -22,7 +23,19 @@ struct TargetSpec {
   bool drain = false;  // planned maintenance: no new connections, established ones finish
 };
 
-// One target as operators see it (/status, logs).
+// Durations of a target's active checks in fixed buckets (Prometheus histogram semantics:
+// counts[i] holds the checks that took at most kBounds[i], the last slot the rest).
+struct CheckHistogram {
+  static constexpr std::array<double, 11> kBounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                  0.1,   0.25,   0.5,   1.0,  2.5};
+  std::array<std::uint64_t, kBounds.size() + 1> counts{};
+  double sum = 0;
+  std::uint64_t count = 0;
+
+  void observe(double seconds) noexcept;
+};
+
+// One target as operators see it (/status, /metrics, logs).
 struct TargetStatus {
   std::string name;
   Origin origin = Origin::config;
@@ -30,6 +43,8 @@ struct TargetStatus {
   std::chrono::system_clock::time_point since;
   ProbeResult last;  // the last active or passive result
   std::shared_ptr<const TargetStats> stats;
+  CheckHistogram checks;
+  std::uint64_t left_service = 0;  // times it went from up to down or draining
 };
 
 // Decides who is healthy. Runs one check loop per target on the control executor (active probes on
@@ -54,12 +69,13 @@ class Supervisor {
   void report_connect_failure(const TargetStats* stats, const std::string& reason);
 
   TargetSetPtr current() const { return current_; }
+  bool panic() const noexcept { return panic_; }
   std::vector<TargetStatus> status() const;
 
  private:
   struct Checker;
   boost::asio::awaitable<void> check_loop(std::shared_ptr<Checker> checker);
-  void record(Checker& checker, ProbeResult result);
+  void record(Checker& checker, ProbeResult result, bool active);
   void publish();
   std::chrono::milliseconds next_delay(const Checker& checker);
 

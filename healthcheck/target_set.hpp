@@ -27,6 +27,8 @@ struct TargetStats {
   std::atomic<std::int64_t> active{0};
   std::atomic<std::uint64_t> total{0};
   std::atomic<std::uint64_t> connect_failures{0};
+  std::atomic<std::uint64_t> bytes_upstream{0};    // client -> target, added once per burst
+  std::atomic<std::uint64_t> bytes_downstream{0};  // target -> client
 };
 
 // One backend as a snapshot sees it: immutable once the snapshot is built.

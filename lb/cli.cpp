@@ -1,8 +1,11 @@
 #include "lb/cli.hpp"
 
 #include "config/config.hpp"
+#include "lb/admin.hpp"
+#include "lb/check_san.hpp"
 #include "lb/controller.hpp"
 #include "lb/logging.hpp"
+#include "lb/targets_command.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -21,6 +24,9 @@ constexpr std::string_view kUsage = R"(usage:
   apiserver-lb run [--config FILE] [--listen ADDR]... [--target ADDR]... [--first-master ADDR]
                    [--admin ADDR] [--log-level LEVEL]
   apiserver-lb check-config [--config FILE]
+  apiserver-lb targets list|add ADDR|remove ADDR|drain ADDR|set ADDR... [--file FILE]
+  apiserver-lb status [--admin ADDR]               # targets table from the admin API's /status
+  apiserver-lb check-san --server HOST:PORT --address HOST[:PORT] [--ca FILE]
   apiserver-lb version
 
 Flags override the config file (default /etc/apiserver-lb/config.yaml, optional for `run`).
@@ -157,6 +163,9 @@ int run_cli(int argc, char** argv) {
   try {
     if (command == "run") return run(Flags(args.subspan(2)));
     if (command == "check-config") return check_config(Flags(args.subspan(2)));
+    if (command == "targets") return targets_command(args.subspan(2));
+    if (command == "status") return status_command(args.subspan(2));
+    if (command == "check-san") return check_san_command(args.subspan(2));
     if (command == "version" || command == "--version") {
       std::printf("apiserver-lb %s\n", APILB_VERSION);
       return 0;

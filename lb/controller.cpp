@@ -1,6 +1,7 @@
 #include "lb/controller.hpp"
 
 #include "healthcheck/supervisor.hpp"
+#include "lb/admin.hpp"
 #include "lb/forwarder.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -38,12 +39,14 @@ std::string to_string(const tcp::endpoint& ep) {
 struct Controller::Impl {
   explicit Impl(config::Config c) : config(std::move(c)) {}
   ~Impl() {
+    admin.reset();
     // The supervisor's check loops live in io: stop them, then destroy their frames, then the rest.
     supervisor.reset();
     io.reset();
   }
 
   std::vector<healthcheck::TargetSpec> target_specs() const;
+  AdminView admin_view() const;
   awaitable<void> handle_signals();
   awaitable<void> drain();
 
@@ -53,7 +56,35 @@ struct Controller::Impl {
   std::vector<std::unique_ptr<Forwarder>> workers;
   std::vector<std::jthread> threads;
   std::unique_ptr<healthcheck::Supervisor> supervisor;
+  std::unique_ptr<AdminServer> admin;
+  std::vector<std::string> listening;
+  std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
+  std::uint64_t reloads_succeeded = 0;
+  std::uint64_t reloads_failed = 0;
+  std::uint64_t feed_errors = 0;
 };
+
+// Runs on the control thread, like everything that reads the supervisor.
+AdminView Controller::Impl::admin_view() const {
+  AdminView v;
+  v.listeners = listening;
+  v.balance = config.balance;
+  v.listening = !workers.empty();
+  v.panic = supervisor->panic();
+  v.targets = supervisor->status();
+  v.connections = shared.connections.load(std::memory_order_relaxed);
+  v.rejected = shared.rejected.load(std::memory_order_relaxed);
+  v.failed = shared.failed.load(std::memory_order_relaxed);
+  for (const auto& w : workers) {
+    v.bytes_copied += w->stats().bytes_copied.load(std::memory_order_relaxed);
+    v.bytes_spliced += w->stats().bytes_spliced.load(std::memory_order_relaxed);
+  }
+  v.reloads_succeeded = reloads_succeeded;
+  v.reloads_failed = reloads_failed;
+  v.feed_errors = feed_errors;
+  v.started = started;
+  return v;
+}
 
 // Static targets, or first_master when there are none.
 std::vector<healthcheck::TargetSpec> Controller::Impl::target_specs() const {
@@ -97,6 +128,7 @@ awaitable<void> Controller::Impl::drain() {
       co_await timer.async_wait(use_nothrow);
     }
   }
+  admin.reset();
   for (auto& w : workers) w->stop();
   io->stop();  // health checks included
   spdlog::info("stopped");
@@ -143,11 +175,17 @@ int Controller::run() {
     summary += fmt::format("{}{} ({})", summary.empty() ? "" : ", ", t.name,
                            healthcheck::to_string(t.origin));
 
-  std::string listening;
-  for (const auto& ep : endpoints)
-    listening += fmt::format("{}{}", listening.empty() ? "" : ", ", to_string(ep));
+  for (const auto& ep : endpoints) s.listening.push_back(to_string(ep));
+  if (s.config.admin.listen) {
+    const auto& a = *s.config.admin.listen;
+    s.admin = std::make_unique<AdminServer>(tcp::endpoint(asio::ip::make_address(a.host), a.port),
+                                            s.io->get_executor(), [&s] { return s.admin_view(); });
+    spdlog::info("admin API on http://{}/ (healthz, readyz, status, metrics)",
+                 to_string(s.admin->endpoint()));
+  }
   spdlog::info("apiserver-lb {} listening on {} with {} worker threads, balance {}", APILB_VERSION,
-               listening, threads, config::to_string(s.config.balance));
+               fmt::format("{}", fmt::join(s.listening, ", ")), threads,
+               config::to_string(s.config.balance));
   spdlog::info("targets: {}; health checks: {} every {}, rise {}, fall {}",
                summary.empty() ? "none" : summary, config::to_string(s.config.health.mode),
                config::format_duration(s.config.health.interval), s.config.health.rise,

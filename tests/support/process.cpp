@@ -304,11 +304,14 @@ FetchResult fetch(const tcp::endpoint& endpoint, std::string_view request, std::
   asio::io_context ioc{1};
   tcp::socket socket(ioc);
   FetchResult result;
+  boost::system::error_code write_error;
   bool done = false;
   const auto finish = [&](boost::system::error_code ec) {
     if (done) return;
     done = true;
-    result.error = ec == asio::error::eof ? boost::system::error_code() : ec;
+    result.error = ec == asio::error::eof ? write_error : ec;
+    boost::system::error_code ignored;
+    socket.close(ignored);  // aborts a write still pending, so run_for() returns now
   };
 
   std::array<char, 16 * 1024> buffer;
@@ -323,7 +326,10 @@ FetchResult fetch(const tcp::endpoint& endpoint, std::string_view request, std::
     if (ec) return finish(ec);
     read_more();  // while writing: the peer may answer (echo) before the request is all out
     asio::async_write(socket, asio::buffer(request), [&](boost::system::error_code write_ec, std::size_t) {
-      if (write_ec) return finish(write_ec);
+      if (write_ec) {  // the read side still collects what the peer sent before it went away
+        write_error = write_ec;
+        return;
+      }
       if (after_send == AfterSend::shut_down_write) {
         boost::system::error_code ignored;
         socket.shutdown(tcp::socket::shutdown_send, ignored);
@@ -333,8 +339,6 @@ FetchResult fetch(const tcp::endpoint& endpoint, std::string_view request, std::
 
   ioc.run_for(deadline);
   if (!done) finish(asio::error::timed_out);
-  boost::system::error_code ignored;
-  socket.close(ignored);
   ioc.restart();
   ioc.run();  // let the aborted handlers run before their captures go away
   return result;

@@ -99,8 +99,9 @@ class ChildProcess {
 // fetch(): connect, send, read until the peer closes, all within one deadline.
 enum class AfterSend { keep_open, shut_down_write };
 struct FetchResult {
-  // Empty when the peer closed cleanly (EOF) in time; asio::error::timed_out at the deadline;
-  // otherwise what failed (connection_refused, connection_reset, ...).
+  // Empty when the whole request went out and the peer closed cleanly (EOF) in time;
+  // asio::error::timed_out at the deadline; otherwise what failed first on the read side
+  // (connection_refused, connection_reset, ...), or else the write's error (broken_pipe).
   boost::system::error_code error;
   std::string data;  // every byte received, also when `error` is set
 };

@@ -1,0 +1,241 @@
+// The admin HTTP server and its client (`apiserver-lb status`): the one translation unit with Beast.
+#include "lb/admin.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+namespace apilb::lb {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::awaitable;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kHeaderLimit = 8 * 1024;  // nothing we serve needs more
+constexpr std::size_t kMaxConnections = 256;     // beyond this, new admin connections are closed
+constexpr auto kIdleTimeout = std::chrono::seconds(10);
+
+struct Reply {
+  http::status status;
+  std::string content_type;
+  std::string body;
+};
+
+Reply text(http::status s, std::string body) { return {s, "text/plain; charset=utf-8", std::move(body)}; }
+
+// Completion handler for admin coroutines: an exception escaping one is a bug; log it, keep serving.
+void log_bug(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    spdlog::error("bug: admin server: {}", ex.what());
+  }
+}
+
+// Sends `reply`; a HEAD request gets the same headers (Content-Length included) and no body.
+template <typename Stream>
+awaitable<bool> send(Stream& stream, const http::request<http::empty_body>& request, Reply&& reply) {
+  http::response<http::string_body> response{reply.status, request.version()};
+  response.set(http::field::server, "apiserver-lb");
+  response.set(http::field::content_type, reply.content_type);
+  response.set(http::field::cache_control, "no-store");
+  response.keep_alive(request.keep_alive());
+  if (request.method() == http::verb::head) {
+    http::response<http::empty_body> head{response.base()};
+    head.content_length(reply.body.size());
+    auto [ec, n] = co_await http::async_write(stream, head, use_nothrow);
+    co_return !ec;
+  }
+  response.body() = std::move(reply.body);
+  response.prepare_payload();
+  auto [ec, n] = co_await http::async_write(stream, response, use_nothrow);
+  co_return !ec;
+}
+
+}  // namespace
+
+struct AdminServer::Impl {
+  Impl(const tcp::endpoint& ep, asio::any_io_executor c, Gather g)
+      : control(std::move(c)), gather(std::move(g)), acceptor(io) {
+    acceptor.open(ep.protocol());
+    acceptor.set_option(tcp::acceptor::reuse_address(true));
+    boost::system::error_code ec;
+    acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw std::system_error(ec, "admin: cannot listen on " + ep.address().to_string() + ":" +
+                                      std::to_string(ep.port()));
+  }
+
+  awaitable<void> accept_loop();
+  awaitable<void> serve(tcp::socket socket);
+  awaitable<Reply> handle(const http::request<http::empty_body>& request);
+  awaitable<AdminView> view();
+
+  asio::io_context io{1};
+  asio::any_io_executor control;
+  Gather gather;
+  tcp::acceptor acceptor;
+  std::size_t connections = 0;
+  std::jthread thread;
+};
+
+awaitable<void> AdminServer::Impl::accept_loop() {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
+    if (ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      // Out of descriptors: wait a little instead of spinning on the error.
+      asio::steady_timer backoff(io, std::chrono::milliseconds(100));
+      co_await backoff.async_wait(use_nothrow);
+      continue;
+    }
+    if (connections >= kMaxConnections) continue;  // `socket` closes as it goes out of scope
+    asio::co_spawn(io, serve(std::move(socket)), log_bug);
+  }
+}
+
+awaitable<AdminView> AdminServer::Impl::view() {
+  // The supervisor lives on the control thread: gather there, render here. (Named locals rather
+  // than temporaries inside co_await expressions: GCC 12 miscompiles some of those.)
+  auto on_control = [this]() -> awaitable<AdminView> { co_return gather(); };
+  AdminView v = co_await asio::co_spawn(control, on_control, asio::use_awaitable);
+  co_return v;
+}
+
+awaitable<Reply> AdminServer::Impl::handle(const http::request<http::empty_body>& request) {
+  if (request.method() != http::verb::get && request.method() != http::verb::head)
+    co_return text(http::status::method_not_allowed, "only GET and HEAD\n");
+  const std::string_view target(request.target().data(), request.target().size());
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/healthz") co_return text(http::status::ok, "ok\n");
+  if (path == "/readyz") {
+    const AdminView v = co_await view();
+    std::string why;
+    if (ready(v, &why)) co_return text(http::status::ok, "ok\n");
+    co_return text(http::status::service_unavailable, why + "\n");
+  }
+  if (path == "/status") {
+    const AdminView v = co_await view();
+    co_return Reply{http::status::ok, "application/json", render_status_json(v)};
+  }
+  if (path == "/metrics") {
+    const AdminView v = co_await view();
+    co_return Reply{http::status::ok, "text/plain; version=0.0.4; charset=utf-8", render_metrics(v)};
+  }
+  co_return text(http::status::not_found, "not found: try /healthz, /readyz, /status, /metrics\n");
+}
+
+awaitable<void> AdminServer::Impl::serve(tcp::socket socket) {
+  ++connections;
+  struct Count {
+    std::size_t& n;
+    ~Count() { --n; }
+  } count{connections};
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  for (;;) {
+    // A slow or idle client gets kIdleTimeout per request, then the connection is closed.
+    stream.expires_after(kIdleTimeout);
+    http::request_parser<http::empty_body> parser;
+    parser.header_limit(kHeaderLimit);
+    parser.body_limit(0);
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+    if (ec == http::error::header_limit || ec == http::error::body_limit) {
+      http::request<http::empty_body> closing;
+      closing.keep_alive(false);
+      Reply too_large = text(http::status::request_header_fields_too_large, "request too large\n");
+      co_await send(stream, closing, std::move(too_large));
+      break;
+    }
+    if (ec) break;
+    const auto& request = parser.get();
+    Reply reply = co_await handle(request);
+    const bool sent = co_await send(stream, request, std::move(reply));
+    if (!sent || !request.keep_alive()) break;
+  }
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+AdminServer::AdminServer(const tcp::endpoint& endpoint, asio::any_io_executor control, Gather gather)
+    : impl_(std::make_unique<Impl>(endpoint, std::move(control), std::move(gather))) {
+  asio::co_spawn(impl_->io, impl_->accept_loop(), log_bug);
+  impl_->thread = std::jthread([impl = impl_.get()] {
+    auto guard = asio::make_work_guard(impl->io);
+    impl->io.run();
+  });
+}
+
+AdminServer::~AdminServer() {
+  impl_->io.stop();
+  impl_->thread = {};  // joins
+}
+
+tcp::endpoint AdminServer::endpoint() const { return impl_->acceptor.local_endpoint(); }
+
+int status_command(std::span<char*> args) {
+  std::string admin = "127.0.0.1:9445";
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string_view a = args[i];
+    if (a == "--admin" && i + 1 < args.size()) {
+      admin = args[++i];
+    } else if (a.starts_with("--admin=")) {
+      admin = std::string(a.substr(8));
+    } else {
+      std::fprintf(stderr, "apiserver-lb status: unknown argument \"%s\"\nusage: apiserver-lb status [--admin ADDR]\n",
+                   std::string(a).c_str());
+      return 2;
+    }
+  }
+  std::string why;
+  const auto address = config::parse_listen_address(admin, &why);
+  if (!address) {
+    std::fprintf(stderr, "apiserver-lb status: --admin: \"%s\": %s\n", admin.c_str(), why.c_str());
+    return 2;
+  }
+  asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.expires_after(std::chrono::seconds(5));
+  beast::error_code ec;
+  stream.connect(tcp::endpoint(asio::ip::make_address(address->host), address->port), ec);
+  http::request<http::empty_body> request{http::verb::get, "/status", 11};
+  request.set(http::field::host, address->to_string());
+  request.set(http::field::connection, "close");
+  if (!ec) http::write(stream, request, ec);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  if (!ec) http::read(stream, buffer, response, ec);
+  if (ec || response.result() != http::status::ok) {
+    std::fprintf(stderr, "apiserver-lb status: no answer from http://%s/status: %s\n",
+                 address->to_string().c_str(),
+                 ec ? ec.message().c_str() : std::to_string(response.result_int()).c_str());
+    return 2;
+  }
+  bool is_ready = false;
+  const auto table = render_status_table(response.body(), &is_ready);
+  if (!table) {
+    std::fprintf(stderr, "apiserver-lb status: http://%s/status did not answer with a status document\n",
+                 address->to_string().c_str());
+    return 2;
+  }
+  std::fputs(table->c_str(), stdout);
+  return is_ready ? 0 : 1;
+}
+
+}  // namespace apilb::lb

@@ -1,0 +1,390 @@
+// End to end failover across hosts: each stand-in master runs in its own network namespace (a
+// TestHost), the real apiserver-lb in the root namespace in front of them. The blackhole test makes
+// a master's host stop answering without RST or ICMP, the failure no single-host test can stage,
+// and prints the detection and close times it measured. Needs root; skipped (with the reason)
+// where network namespaces cannot be made.
+#include "tests/e2e/lb_process.hpp"
+#include "tests/support/netns.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/wait.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace apilb::test {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using std::chrono::steady_clock;
+
+constexpr auto kDeadline = 10s;
+// The bound the product promises, for interval 1s and fall 2: interval x fall + 0.5 s.
+constexpr auto kDetectionBound = 2500ms;
+constexpr auto kCloseBound = 1s;
+constexpr auto kConnectTimeout = 500ms;  // upstream.connect_timeout below
+constexpr std::uint16_t kApiserverPort = 6443;
+
+long long ms(steady_clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+}
+
+// A raw non-blocking connect from the root namespace, watched for `window`: 0 when it completed,
+// ETIMEDOUT when nothing at all came back in time (no SYN-ACK, no RST, no ICMP), otherwise the
+// error the kernel reported (ECONNREFUSED for an RST, EHOSTUNREACH for ICMP or a failed ARP).
+int connect_outcome(const tcp::endpoint& endpoint, std::chrono::milliseconds window) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  int outcome = 0;
+  if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) != 0) {
+    outcome = errno;
+    if (outcome == EINPROGRESS) {
+      pollfd pfd{fd, POLLOUT, 0};
+      const int ready = ::poll(&pfd, 1, static_cast<int>(window.count()));
+      socklen_t length = sizeof outcome;
+      if (ready == 0) {
+        outcome = ETIMEDOUT;
+      } else if (ready < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &outcome, &length) != 0) {
+        outcome = errno;
+      }
+    }
+  }
+  ::close(fd);
+  return outcome;
+}
+
+std::string describe(int outcome) { return outcome == 0 ? "connected" : std::strerror(outcome); }
+
+// An apiserver-standin (plain HTTP) in a TestHost of its own, listening on the host's address,
+// port 6443, when the constructor returns.
+class HostedMaster {
+ public:
+  explicit HostedMaster(const std::string& name) {
+    auto argv = host_.run_in();
+    argv.insert(argv.end(), {APILB_STANDIN, "--listen", to_string(endpoint()), "--name", name, "--plain"});
+    process_.emplace(argv.front(), std::vector<std::string>(argv.begin() + 1, argv.end()));
+    if (!process_->wait_for_log(" listening on ", kDeadline))
+      throw std::runtime_error(name + " did not start in " + host_.name() + ":\n" + process_->log());
+  }
+  TestHost& host() { return host_; }
+  tcp::endpoint endpoint() const { return host_.endpoint(kApiserverPort); }
+  std::string address() const { return to_string(endpoint()); }
+
+ private:
+  TestHost host_;                        // declared first: it goes last, after the process
+  std::optional<ChildProcess> process_;
+};
+
+// A kept-alive plain-HTTP connection through the balancer. Knows which stand-in answered.
+class HttpClient {
+ public:
+  explicit HttpClient(const tcp::endpoint& ep) : socket_(io_) { socket_.connect(ep); }
+  // GET / on this connection: the stand-in's name, or "" when the connection is gone.
+  std::string who() {
+    boost::system::error_code ec;
+    const std::string request = "GET / HTTP/1.1\r\nHost: apiserver\r\n\r\n";
+    asio::write(socket_, asio::buffer(request), ec);
+    if (ec) return "";
+    const std::size_t head = asio::read_until(socket_, asio::dynamic_buffer(buffer_), "\r\n\r\n", ec);
+    if (ec) return "";
+    std::size_t length = 0;
+    const auto at = buffer_.find("Content-Length: ");
+    if (at != std::string::npos && at < head) length = std::stoul(buffer_.substr(at + 16));
+    if (buffer_.size() < head + length)
+      asio::read(socket_, asio::dynamic_buffer(buffer_), asio::transfer_exactly(head + length - buffer_.size()), ec);
+    if (ec) return "";
+    std::string body = buffer_.substr(head, length);
+    buffer_.erase(0, head + length);
+    while (!body.empty() && body.back() == '\n') body.pop_back();
+    return body;
+  }
+  // True once the balancer has closed this connection (EOF or reset). Does not block.
+  bool closed() {
+    socket_.non_blocking(true);
+    char byte;
+    boost::system::error_code ec;
+    socket_.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
+    socket_.non_blocking(false);
+    return ec && ec != asio::error::would_block;
+  }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_;
+  std::string buffer_;
+};
+
+// New client connections in a loop on a thread (`GET /`, each on a new connection), recording
+// when each started, how long it took and who answered ("" for a failure).
+class Load {
+ public:
+  explicit Load(const tcp::endpoint& lb) {
+    thread_ = std::jthread([this, lb](std::stop_token stop) {
+      while (!stop.stop_requested()) {
+        const auto started = steady_clock::now();
+        const auto reply = http_get(lb, "/", 3s);  // bounded: a lost request fails, never hangs
+        std::string name = reply.ok() && reply.status == 200 ? reply.body : "";
+        while (!name.empty() && name.back() == '\n') name.pop_back();
+        std::lock_guard lock(mutex_);
+        requests_.push_back({started, steady_clock::now() - started, std::move(name)});
+      }
+    });
+  }
+  ~Load() { stop(); }
+  void stop() {
+    thread_.request_stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  struct Request {
+    steady_clock::time_point started;
+    steady_clock::duration took;
+    std::string answered_by;  // empty: failed
+  };
+  // The requests that started after `after`.
+  std::vector<Request> since(steady_clock::time_point after) {
+    std::lock_guard lock(mutex_);
+    std::vector<Request> out;
+    std::copy_if(requests_.begin(), requests_.end(), std::back_inserter(out),
+                 [&](const Request& r) { return r.started > after; });
+    return out;
+  }
+  std::size_t total() {
+    std::lock_guard lock(mutex_);
+    return requests_.size();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<Request> requests_;
+  std::jthread thread_;
+};
+
+// ---- TestHost itself ----------------------------------------------------------------------------
+
+TEST(TestHost, IsReachableFromTheRootNamespaceAndRefusesAClosedPort) {
+  if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
+  TestHost host;
+  EXPECT_EQ(connect_outcome(host.endpoint(kApiserverPort), 1s), ECONNREFUSED)
+      << describe(connect_outcome(host.endpoint(kApiserverPort), 1s));
+}
+
+TEST(TestHost, RunsAProcessInsideItsNamespaceThatTheRootNamespaceReaches) {
+  if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
+  HostedMaster master("inside");
+  EXPECT_EQ(http_get(master.endpoint(), "/", 3s).body, "inside\n");
+}
+
+void expect_silence_after(BlackholeMethod method) {
+  TestHost host;
+  ASSERT_EQ(connect_outcome(host.endpoint(kApiserverPort), 1s), ECONNREFUSED);
+  ASSERT_EQ(host.blackhole(method), method);
+  // Silence, not refusal and not "unreachable": the connect is still pending when we give up. The
+  // window is longer than the balancer's connect timeout and longer than ARP would take to fail.
+  const int outcome = connect_outcome(host.endpoint(kApiserverPort), 3500ms);
+  EXPECT_EQ(outcome, ETIMEDOUT) << describe(outcome);
+  host.restore();
+  EXPECT_TRUE(wait_until([&] { return connect_outcome(host.endpoint(kApiserverPort), 500ms) == ECONNREFUSED; }, 5s))
+      << "the host should answer again after restore()";
+}
+
+TEST(TestHost, BlackholedByNftablesItNeitherRefusesNorReportsUnreachable) {
+  if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
+  if (find_program("nft").empty()) GTEST_SKIP() << "no `nft` (nftables) installed";
+  expect_silence_after(BlackholeMethod::nftables);
+}
+
+TEST(TestHost, BlackholedByTakingItsLinkDownItNeitherRefusesNorReportsUnreachable) {
+  if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
+  expect_silence_after(BlackholeMethod::link_down);
+}
+
+TEST(TestHost, RemovesItsNamespaceAndLinkWhenDestroyed) {
+  if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
+  std::string name, link;
+  {
+    TestHost host;
+    name = host.name();
+    link = host.root_link();
+    EXPECT_TRUE(std::filesystem::exists("/run/netns/" + name));
+  }
+  EXPECT_FALSE(std::filesystem::exists("/run/netns/" + name));
+  EXPECT_FALSE(run_command({find_program("ip").string(), "link", "show", "dev", link}).ok())
+      << "the veth pair should be gone with its host";
+}
+
+// ---- The balancer in front of masters on three hosts --------------------------------------------
+
+constexpr std::string_view kTcpChecks = R"(
+health: { mode: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2 }
+upstream: { connect_timeout: 500ms }
+threads: 2
+)";
+
+// Waits for `lb` to log `address (config): ... -> state:` after `from` (a log size taken
+// earlier: older lines do not count) and returns when it saw it.
+std::optional<steady_clock::time_point> wait_state(LbProcess& lb, const std::string& address,
+                                                  const std::string& state, std::size_t from = 0,
+                                                  std::chrono::milliseconds deadline = kDeadline) {
+  const std::string needle = address + " (config): ";
+  const bool seen = wait_until([&] {
+    const std::string log = lb.process().log();
+    for (auto at = log.find(needle, from); at != std::string::npos; at = log.find(needle, at + 1)) {
+      const auto eol = log.find('\n', at);
+      if (log.substr(at, eol - at).find("-> " + state + ":") != std::string::npos) return true;
+    }
+    return false;
+  }, deadline, 2ms);
+  if (!seen) return std::nullopt;
+  return steady_clock::now();
+}
+
+const char* method_name(BlackholeMethod method) {
+  switch (method) {
+    case BlackholeMethod::nftables: return "nftables DROP";
+    case BlackholeMethod::link_down: return "link down";
+    case BlackholeMethod::automatic: break;
+  }
+  return "automatic";
+}
+
+// Three hosted masters m1..m3 and a balancer in the root namespace in front of them, all up.
+struct HostedCluster {
+  HostedCluster() {
+    for (int i = 1; i <= 3; ++i) masters.push_back(std::make_unique<HostedMaster>("m" + std::to_string(i)));
+    std::vector<std::string> args{"--config", dir.write("config.yaml", kTcpChecks).string()};
+    for (const auto& m : masters) args.insert(args.end(), {"--target", m->address()});
+    lb.emplace(args);
+  }
+  HostedMaster& master(int i) { return *masters.at(static_cast<std::size_t>(i - 1)); }
+  bool all_up() {
+    for (const auto& m : masters)
+      if (!wait_state(*lb, m->address(), "up")) return false;
+    return true;
+  }
+
+  std::vector<std::unique_ptr<HostedMaster>> masters;
+  TempDir dir;
+  std::optional<LbProcess> lb;  // declared last: stops first
+};
+
+TEST(Blackhole, ASilentHostIsMarkedDownByActiveChecksAloneWithinTheBound) {
+  if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
+  HostedCluster c;
+  LbProcess& lb = *c.lb;
+  ASSERT_TRUE(c.all_up()) << lb.process().log();
+
+  const auto from = lb.process().log().size();
+  const auto blackholing = steady_clock::now();
+  const BlackholeMethod method = c.master(2).host().blackhole();  // no client traffic: no passive failure
+  const auto down = wait_state(lb, c.master(2).address(), "down", from);
+  ASSERT_TRUE(down) << lb.process().log();
+  std::printf("blackhole (%s), no traffic: marked down %lld ms after the blackhole "
+              "(tcp checks, interval 1s, timeout 500ms, fall 2; bound %lld ms)\n",
+              method_name(method), ms(*down - blackholing), ms(kDetectionBound));
+  EXPECT_LE(*down - blackholing, kDetectionBound);
+}
+
+TEST(Blackhole, ASilentHostIsDownWithinTheBoundItsConnectionsCloseAndNoClientFails) {
+  if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
+  HostedCluster c;
+  LbProcess& lb = *c.lb;
+  ASSERT_TRUE(c.all_up()) << lb.process().log();
+
+  // Long-lived connections (watches): least_connections spreads six over three masters.
+  std::map<std::string, std::vector<std::unique_ptr<HttpClient>>> held;
+  for (int i = 0; i < 6; ++i) {
+    auto client = std::make_unique<HttpClient>(lb.endpoint());
+    const std::string name = client->who();
+    held[name].push_back(std::move(client));
+  }
+  ASSERT_EQ(held.size(), 3u) << "least_connections should reach every master";
+  for (const char* name : {"m1", "m2", "m3"}) EXPECT_EQ(held[name].size(), 2u) << name;
+
+  Load load(lb.endpoint());
+  ASSERT_TRUE(wait_until([&] { return load.total() > 30; }, kDeadline));
+  {
+    const auto t0 = steady_clock::now();
+    ASSERT_TRUE(wait_until([&] { return load.since(t0).size() > 150; }, kDeadline));
+    std::map<std::string, int> by;
+    std::string seq;
+    for (const auto& r : load.since(t0)) { ++by[r.answered_by]; seq += r.answered_by.empty() ? "x" : r.answered_by.substr(1); }
+    std::printf("DEBUG dist m1=%d m2=%d m3=%d seq=%s\n", by["m1"], by["m2"], by["m3"], seq.c_str());
+  }
+
+  const auto from = lb.process().log().size();
+  const auto blackholing = steady_clock::now();
+  const BlackholeMethod method = c.master(2).host().blackhole();
+  const auto blackholed = steady_clock::now();  // from here on m2's host is silent for sure
+  const auto down = wait_state(lb, c.master(2).address(), "down", from);
+  ASSERT_TRUE(down) << lb.process().log();
+  std::printf("blackhole (%s, took %lld ms): marked down %lld ms after the blackhole "
+              "(tcp checks, interval 1s, timeout 500ms, fall 2; bound %lld ms)\n",
+              method_name(method), ms(blackholed - blackholing),
+              ms(*down - blackholing), ms(kDetectionBound));
+  EXPECT_LE(*down - blackholing, kDetectionBound);
+
+  // Its established connections are closed by the balancer (the host itself says nothing).
+  auto& to_m2 = held["m2"];
+  std::vector<std::optional<steady_clock::time_point>> closed_at(to_m2.size());
+  wait_until([&] {
+    for (std::size_t i = 0; i < to_m2.size(); ++i)
+      if (!closed_at[i] && to_m2[i]->closed()) closed_at[i] = steady_clock::now();
+    return std::all_of(closed_at.begin(), closed_at.end(), [](const auto& t) { return t.has_value(); });
+  }, kDeadline, 2ms);
+  for (std::size_t i = 0; i < to_m2.size(); ++i) {
+    ASSERT_TRUE(closed_at[i]) << "held connection " << i << " to m2 is still open " << ms(kDeadline)
+                              << " ms after m2 was marked down";
+    std::printf("blackhole: established connection %zu to m2 closed %lld ms after it was marked down\n", i,
+                ms(*closed_at[i] - *down));
+    EXPECT_LE(*closed_at[i] - *down, kCloseBound);
+  }
+  for (const char* name : {"m1", "m3"})
+    for (auto& client : held[name]) EXPECT_EQ(client->who(), name) << "only m2's connections may close";
+
+  // New connections: none failed, and once m2 is down none waits for its connect timeout.
+  const auto at_down = load.total();
+  ASSERT_TRUE(wait_until([&] { return load.total() > at_down + 100; }, kDeadline));
+  load.stop();
+  const auto after = load.since(blackholed);
+  const auto failed = std::count_if(after.begin(), after.end(), [](const auto& r) { return r.answered_by.empty(); });
+  steady_clock::duration slowest_before_down{}, slowest_after_down{};
+  std::size_t slow_after_down = 0;
+  for (const auto& r : after) {
+    EXPECT_NE(r.answered_by, "m2");
+    if (r.started < *down) {
+      slowest_before_down = std::max(slowest_before_down, r.took);
+    } else {
+      slowest_after_down = std::max(slowest_after_down, r.took);
+      if (r.took >= kConnectTimeout) ++slow_after_down;
+    }
+  }
+  std::printf("blackhole: %zu new client connections after the blackhole, %td failed; slowest %lld ms "
+              "before it was marked down, %lld ms after\n",
+              after.size(), failed, ms(slowest_before_down), ms(slowest_after_down));
+  EXPECT_EQ(failed, 0) << "a connect timeout must be retried on another target, invisibly";
+  EXPECT_EQ(slow_after_down, 0u) << "a target marked down must get no new connection attempts";
+  {
+    std::string t;
+    for (const auto& r : load.since(blackholing)) t += std::to_string(ms(r.started - blackholing)) + "+" + std::to_string(ms(r.took)) + r.answered_by + " ";
+    std::printf("DEBUG down@%lld timeline %s\n", ms(*down - blackholing), t.c_str());
+  }
+}
+
+}  // namespace
+}  // namespace apilb::test
