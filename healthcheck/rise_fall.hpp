@@ -18,6 +18,13 @@ class RiseFall {
   RiseFall(int rise, int fall) noexcept : rise_(rise), fall_(fall) {}
 
   Transition record(bool passed) noexcept;
+  // New limits; the state (unknown, up or down) is kept, settled at the edge of its range.
+  void reset(int rise, int fall) noexcept {
+    const Health before = state();
+    rise_ = rise;
+    fall_ = fall;
+    health_ = before == Health::up ? top() : 0;
+  }
 
   Health state() const noexcept {
     if (!known_) return Health::unknown;

@@ -84,7 +84,7 @@ Supervisor::Supervisor(asio::any_io_executor executor, const config::Health& hea
       health_(health),
       on_target_down_(on_target_down),
       publish_(std::move(publish)),
-      prober_(std::make_unique<Prober>(health)) {}
+      prober_(std::make_shared<Prober>(health)) {}
 
 Supervisor::~Supervisor() {
   for (auto& c : checkers_) {
@@ -138,8 +138,10 @@ awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
         publish();
       }
     }
-    if (c->endpoint.port() != 0 && result.reason.empty())
-      result = co_await prober_->probe(executor_, c->endpoint, c->spec.address.host);
+    if (c->endpoint.port() != 0 && result.reason.empty()) {
+      const std::shared_ptr<Prober> prober = prober_;
+      result = co_await prober->probe(executor_, c->endpoint, c->spec.address.host);
+    }
     if (c->stopped) co_return;
     record(*c, std::move(result), true);
 
@@ -177,6 +179,17 @@ void Supervisor::record(Checker& c, ProbeResult result, bool active) {
   c.state = next;
   c.since = now;
   c.since_wall = std::chrono::system_clock::now();
+  publish();
+}
+
+void Supervisor::reconfigure(const config::Health& health, config::OnTargetDown on_target_down) {
+  prober_ = std::make_shared<Prober>(health);  // throws on bad TLS files: the caller validates first
+  health_ = health;
+  on_target_down_ = on_target_down;
+  for (auto& c : checkers_) {
+    c->rise_fall.reset(health.rise, health.fall);
+    c->timer.cancel();  // check with the new settings now
+  }
   publish();
 }
 

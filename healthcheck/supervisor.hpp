@@ -65,6 +65,9 @@ class Supervisor {
   // Replaces the target list: new targets start unknown and are checked at once; targets that stay
   // keep their state and counters; removed ones stop being checked. Publishes.
   void set_targets(const std::vector<TargetSpec>& specs);
+  // New health settings (a reload): a new prober for the next checks, rise/fall limits applied to
+  // every target without forgetting whether it is up or down. Publishes.
+  void reconfigure(const config::Health& health, config::OnTargetDown on_target_down);
   // A worker failed to connect to the target owning `stats`.
   void report_connect_failure(const TargetStats* stats, const std::string& reason);
 
@@ -83,7 +86,7 @@ class Supervisor {
   config::Health health_;
   config::OnTargetDown on_target_down_;
   Publish publish_;
-  std::unique_ptr<Prober> prober_;
+  std::shared_ptr<Prober> prober_;  // a check in flight keeps the one it started with
   std::vector<std::shared_ptr<Checker>> checkers_;  // in configuration order
   TargetSetPtr current_;
   std::uint64_t generation_ = 0;

@@ -143,7 +143,12 @@ int run(Flags flags) {
   }
   setup_logging(parsed->log);
   try {
-    Controller controller(std::move(*parsed));
+    // SIGHUP reads the same file with the same flags again.
+    Controller controller(std::move(*parsed), [path, overrides, file] {
+      auto again = load(path);
+      if (again) again = config::finalize(std::move(*again), overrides, file);
+      return again;
+    });
     return controller.run();
   } catch (const std::exception& e) {
     spdlog::critical("cannot start: {}", e.what());

@@ -1,8 +1,11 @@
 #include "lb/controller.hpp"
 
+#include "config/feed.hpp"
 #include "healthcheck/supervisor.hpp"
 #include "lb/admin.hpp"
+#include "lb/feed_watcher.hpp"
 #include "lb/forwarder.hpp"
+#include "lb/logging.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -12,7 +15,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
+#include <map>
 #include <thread>
 
 namespace apilb::lb {
@@ -37,27 +42,38 @@ std::string to_string(const tcp::endpoint& ep) {
 }  // namespace
 
 struct Controller::Impl {
-  explicit Impl(config::Config c) : config(std::move(c)) {}
+  Impl(config::Config c, Controller::Reload r) : config(std::move(c)), reload_source(std::move(r)) {}
   ~Impl() {
     admin.reset();
+    feed_watcher.reset();
     // The supervisor's check loops live in io: stop them, then destroy their frames, then the rest.
     supervisor.reset();
     io.reset();
   }
 
   std::vector<healthcheck::TargetSpec> target_specs() const;
+  void apply_targets();
+  void read_feed(bool at_start);
+  void watch_feed();
+  std::filesystem::path last_good_path() const { return config.targets_file + ".last-good"; }
+  void listen(const std::vector<config::Address>& addresses);
+  void reload();
   AdminView admin_view() const;
   awaitable<void> handle_signals();
   awaitable<void> drain();
+  awaitable<void> close_after_drain(std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone);
 
   config::Config config;
+  Controller::Reload reload_source;
   std::optional<asio::io_context> io{std::in_place, 1};
   ForwarderShared shared;
   std::vector<std::unique_ptr<Forwarder>> workers;
   std::vector<std::jthread> threads;
   std::unique_ptr<healthcheck::Supervisor> supervisor;
   std::unique_ptr<AdminServer> admin;
-  std::vector<std::string> listening;
+  std::unique_ptr<FeedWatcher> feed_watcher;
+  config::Feed feed;  // the last good targets_file
+  std::map<std::string, tcp::endpoint> listeners;  // as configured -> as bound
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
   std::uint64_t reloads_succeeded = 0;
   std::uint64_t reloads_failed = 0;
@@ -67,7 +83,7 @@ struct Controller::Impl {
 // Runs on the control thread, like everything that reads the supervisor.
 AdminView Controller::Impl::admin_view() const {
   AdminView v;
-  v.listeners = listening;
+  for (const auto& [configured, bound] : listeners) v.listeners.push_back(to_string(bound));
   v.balance = config.balance;
   v.listening = !workers.empty();
   v.panic = supervisor->panic();
@@ -86,12 +102,178 @@ AdminView Controller::Impl::admin_view() const {
   return v;
 }
 
-// Static targets, or first_master when there are none.
+// Static targets and the feed's, without repeats (a static target keeps its origin and takes the
+// feed's drain flag); first_master when there are none.
 std::vector<healthcheck::TargetSpec> Controller::Impl::target_specs() const {
   std::vector<healthcheck::TargetSpec> specs;
-  for (const config::Address& a : config.targets) specs.push_back({a, Origin::config});
+  for (const config::Address& a : config.targets) {
+    const config::FeedEntry* in_feed = feed.find(a);
+    specs.push_back({a, Origin::config, in_feed && in_feed->drain});
+  }
+  for (const config::FeedEntry& e : feed.targets)
+    if (std::ranges::find(config.targets, e.address) == config.targets.end())
+      specs.push_back({e.address, Origin::file, e.drain});
   if (specs.empty() && config.first_master) specs.push_back({*config.first_master, Origin::fallback});
   return specs;
+}
+
+// Hands the target list to the supervisor; connections to targets no longer in it are closed
+// after drain_timeout (a removed master gets time to finish its streams, as with SIGTERM).
+void Controller::Impl::apply_targets() {
+  const auto before = supervisor->status();
+  supervisor->set_targets(target_specs());
+  const auto after = supervisor->status();
+  std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone;
+  for (const auto& old : before) {
+    const bool kept = std::ranges::any_of(after, [&](const auto& t) { return t.stats == old.stats; });
+    if (!kept) {
+      spdlog::info("target {} ({}) removed: its connections close in {}", old.name,
+                   healthcheck::to_string(old.origin), config::format_duration(config.drain_timeout));
+      gone.push_back(old.stats);
+    }
+  }
+  if (!gone.empty())
+    asio::co_spawn(*io, close_after_drain(std::move(gone)), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);
+    });
+}
+
+awaitable<void> Controller::Impl::close_after_drain(
+    std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone) {
+  asio::steady_timer timer(*io, config.drain_timeout);
+  co_await timer.async_wait(use_nothrow);
+  for (const auto& stats : gone)
+    for (auto& w : workers) w->close_target(stats);
+}
+
+// Reads targets_file and takes it, or keeps the last good list: a file that does not parse, or is
+// empty without saying `targets: []` (what a half-written file looks like), or that would leave no
+// target at all, changes nothing. The last good feed is kept on disk so a restart during a broken
+// feed starts from it.
+void Controller::Impl::read_feed(bool at_start) {
+  const std::filesystem::path file = config.targets_file;
+  auto refuse = [&](const std::string& why) {
+    ++feed_errors;
+    spdlog::error("targets_file: {}; keeping the last good list ({} targets)", why, feed.targets.size());
+  };
+  auto loaded = config::load_feed(file);
+  if (!loaded) {
+    refuse(loaded.error().message());
+  } else {
+    config::Feed next = loaded->value_or(config::Feed{});
+    const bool would_empty = next.targets.empty() && config.targets.empty() && !config.first_master;
+    if (*loaded && next.targets.empty() && !next.explicit_list) {
+      refuse(file.string() + " is empty (write `targets: []` to empty it on purpose)");
+    } else if (would_empty && !next.explicit_list && !feed.targets.empty()) {
+      refuse(file.string() + " is gone and no other target is configured");
+    } else {
+      if (!at_start && next.targets == feed.targets) return;
+      feed = std::move(next);
+      if (auto saved = config::write_feed_atomically(last_good_path(), feed); !saved)
+        spdlog::warn("targets_file: cannot keep the last good list: {}", saved.error().message());
+      spdlog::info("targets_file {}: {} targets", file.string(), feed.targets.size());
+      if (!at_start) apply_targets();
+      return;
+    }
+  }
+  // Refused at start-up: begin from what was last known to be good.
+  if (at_start) {
+    if (auto last = config::load_feed(last_good_path()); last && *last) {
+      feed = std::move(**last);
+      spdlog::warn("targets_file: starting from the last good list in {} ({} targets)",
+                   last_good_path().string(), feed.targets.size());
+    }
+  }
+}
+
+void Controller::Impl::watch_feed() {
+  feed_watcher.reset();
+  if (config.targets_file.empty()) return;
+  feed_watcher = std::make_unique<FeedWatcher>(io->get_executor(), config.targets_file,
+                                               [this] { read_feed(false); });
+}
+
+// Makes the workers listen on exactly `addresses`: binds the new ones first (on every worker, all
+// sharing the port the first one got for port 0), then closes the ones no longer wanted. Throws
+// if a new address cannot be bound, after closing what it had bound for it.
+void Controller::Impl::listen(const std::vector<config::Address>& addresses) {
+  std::map<std::string, tcp::endpoint> next;
+  std::vector<tcp::endpoint> opened;
+  try {
+    for (const config::Address& a : addresses) {
+      const std::string key = a.to_string();
+      if (const auto it = listeners.find(key); it != listeners.end()) {
+        next.insert(*it);
+        continue;
+      }
+      tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
+      for (auto& w : workers) {
+        ep = w->listen(ep);
+        if (&w == &workers.front()) opened.push_back(ep);
+      }
+      next.emplace(key, ep);
+    }
+  } catch (...) {
+    for (const auto& ep : opened)
+      for (auto& w : workers) w->unlisten(ep);
+    throw;
+  }
+  for (const auto& [key, ep] : listeners)
+    if (!next.contains(key)) {
+      for (auto& w : workers) w->unlisten(ep);
+      spdlog::info("stopped listening on {}", to_string(ep));
+    }
+  listeners = std::move(next);
+}
+
+// SIGHUP: the whole configuration again, validated before anything changes. A file that does not
+// parse, TLS files that do not load or an address that cannot be bound leave everything as it was.
+void Controller::Impl::reload() {
+  auto next = reload_source ? reload_source() : config::Result<config::Config>(config);
+  try {
+    if (!next) throw std::runtime_error(next.error().message());
+    healthcheck::Prober{next->health};  // loads ca/cert/key files, or throws naming them
+    std::unique_ptr<AdminServer> next_admin;
+    if (next->admin.listen != config.admin.listen && next->admin.listen) {
+      admin.reset();  // its address may be the new one's
+      const auto& a = *next->admin.listen;
+      next_admin = std::make_unique<AdminServer>(tcp::endpoint(asio::ip::make_address(a.host), a.port),
+                                                 io->get_executor(), [this] { return admin_view(); });
+    }
+    listen(next->listen);
+    if (next->admin.listen != config.admin.listen) admin = std::move(next_admin);
+  } catch (const std::exception& e) {
+    ++reloads_failed;
+    spdlog::error("reload refused, nothing changed: {}", e.what());
+    if (!admin && config.admin.listen) {
+      // Bring the admin server back if the new one took its place and then failed.
+      const auto& a = *config.admin.listen;
+      try {
+        admin = std::make_unique<AdminServer>(tcp::endpoint(asio::ip::make_address(a.host), a.port),
+                                              io->get_executor(), [this] { return admin_view(); });
+      } catch (const std::exception& again) {
+        spdlog::error("admin API lost: {}", again.what());
+      }
+    }
+    return;
+  }
+  if (next->threads != config.threads)
+    spdlog::warn("threads: a change takes effect at the next restart; keeping {} workers", workers.size());
+  const bool feed_moved = next->targets_file != config.targets_file;
+  config = std::move(*next);
+  setup_logging(config.log);
+  for (auto& w : workers) w->configure(ForwarderSettings::from(config));
+  supervisor->reconfigure(config.health, config.upstream.on_target_down);
+  if (feed_moved) {
+    feed = {};
+    watch_feed();
+  }
+  if (!config.targets_file.empty()) read_feed(feed_moved);
+  apply_targets();
+  ++reloads_succeeded;
+  spdlog::info("reloaded the configuration: {} listeners, {} targets, balance {}, health {} every {}",
+               listeners.size(), supervisor->status().size(), config::to_string(config.balance),
+               config::to_string(config.health.mode), config::format_duration(config.health.interval));
 }
 
 awaitable<void> Controller::Impl::handle_signals() {
@@ -100,7 +282,8 @@ awaitable<void> Controller::Impl::handle_signals() {
     auto [ec, signo] = co_await signals.async_wait(use_nothrow);
     if (ec) co_return;
     if (signo == SIGHUP) {
-      spdlog::warn("SIGHUP: configuration reload is not available in this version; ignored");
+      spdlog::info("SIGHUP: reloading the configuration");
+      reload();
       continue;
     }
     spdlog::info("{}: draining {} connections for up to {}ms", signo == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -134,7 +317,8 @@ awaitable<void> Controller::Impl::drain() {
   spdlog::info("stopped");
 }
 
-Controller::Controller(config::Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Controller::Controller(config::Config config, Reload reload)
+    : impl_(std::make_unique<Impl>(std::move(config), std::move(reload))) {}
 
 Controller::~Controller() {
   for (auto& w : impl_->workers) w->stop();
@@ -146,17 +330,10 @@ int Controller::run() {
   const unsigned threads =
       s.config.threads ? s.config.threads : std::max(1u, std::thread::hardware_concurrency());
 
-  std::vector<tcp::endpoint> endpoints;
-  for (const config::Address& a : s.config.listen)
-    endpoints.emplace_back(asio::ip::make_address(a.host), a.port);
-
   const auto settings = ForwarderSettings::from(s.config);
-  for (unsigned i = 0; i < threads; ++i) {
+  for (unsigned i = 0; i < threads; ++i)
     s.workers.push_back(std::make_unique<Forwarder>(settings, s.shared));
-    s.workers.back()->listen(endpoints);
-    // Port 0 means "any": the other workers share the port the first one got.
-    if (i == 0) endpoints = s.workers.front()->local_endpoints();
-  }
+  s.listen(s.config.listen);
 
   // Workers report connect failures; the supervisor, on the control thread, counts them.
   s.shared.on_connect_failure = [&s](const Target& t, std::string_view reason) {
@@ -169,13 +346,16 @@ int Controller::run() {
       [&s](healthcheck::TargetSetPtr set) {
         for (auto& w : s.workers) w->publish(set);
       });
+  if (!s.config.targets_file.empty()) {
+    s.read_feed(true);
+    s.watch_feed();
+  }
   s.supervisor->set_targets(s.target_specs());
   std::string summary;
   for (const Target& t : s.supervisor->current()->targets())
     summary += fmt::format("{}{} ({})", summary.empty() ? "" : ", ", t.name,
                            healthcheck::to_string(t.origin));
 
-  for (const auto& ep : endpoints) s.listening.push_back(to_string(ep));
   if (s.config.admin.listen) {
     const auto& a = *s.config.admin.listen;
     s.admin = std::make_unique<AdminServer>(tcp::endpoint(asio::ip::make_address(a.host), a.port),
@@ -184,7 +364,7 @@ int Controller::run() {
                  to_string(s.admin->endpoint()));
   }
   spdlog::info("apiserver-lb {} listening on {} with {} worker threads, balance {}", APILB_VERSION,
-               fmt::format("{}", fmt::join(s.listening, ", ")), threads,
+               fmt::format("{}", fmt::join(s.admin_view().listeners, ", ")), threads,
                config::to_string(s.config.balance));
   spdlog::info("targets: {}; health checks: {} every {}, rise {}, fall {}",
                summary.empty() ? "none" : summary, config::to_string(s.config.health.mode),

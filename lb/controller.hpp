@@ -2,6 +2,7 @@
 
 #include "config/config.hpp"
 
+#include <functional>
 #include <memory>
 
 namespace apilb::lb {
@@ -11,7 +12,11 @@ namespace apilb::lb {
 // Construct, then run() on the main thread; it returns the process exit code.
 class Controller {
  public:
-  explicit Controller(config::Config config);
+  // Reads the configuration again for SIGHUP (the same file and flags); empty: reload re-applies
+  // the running configuration.
+  using Reload = std::function<config::Result<config::Config>()>;
+
+  explicit Controller(config::Config config, Reload reload = {});
   ~Controller();
   Controller(const Controller&) = delete;
   Controller& operator=(const Controller&) = delete;

@@ -92,15 +92,16 @@ struct Forwarder::Impl {
       : settings(std::move(s)),
         shared(sh),
         balancer(settings.balance, reinterpret_cast<std::uintptr_t>(this)),
-        buffers(settings.relay.buffer_size) {}
+        buffers(settings.relay.buffer_size),
+        listener_tcp(settings.tcp) {}
 
   ~Impl() {
-    // Destroy the coroutine frames while everything they refer to is still alive.
-    acceptors.clear();
+    // Destroy the coroutine frames (acceptors and connections with them) while everything they
+    // refer to is still alive.
     io.reset();
   }
 
-  awaitable<void> accept_loop(tcp::acceptor& acceptor);
+  awaitable<void> accept_loop(std::unique_ptr<tcp::acceptor> acceptor);
   awaitable<void> serve(int fd, tcp protocol);
   awaitable<error_code> connect(tcp::socket& socket, const Target& target,
                                 config::Duration timeout);
@@ -123,7 +124,8 @@ struct Forwarder::Impl {
   LogLimit no_target;
   LogLimit over_limit;
   std::optional<asio::io_context> io{std::in_place, 1};
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::vector<tcp::acceptor*> acceptors;  // owned by their accept loops
+  config::Tcp listener_tcp;               // the control thread's copy, for listen()
 };
 
 void Forwarder::Impl::spawn(awaitable<void> task) {
@@ -137,7 +139,14 @@ void Forwarder::Impl::spawn(awaitable<void> task) {
   });
 }
 
-awaitable<void> Forwarder::Impl::accept_loop(tcp::acceptor& acceptor) {
+awaitable<void> Forwarder::Impl::accept_loop(std::unique_ptr<tcp::acceptor> owned) {
+  tcp::acceptor& acceptor = *owned;
+  acceptors.push_back(&acceptor);
+  struct Unregister {
+    std::vector<tcp::acceptor*>& all;
+    tcp::acceptor* self;
+    ~Unregister() { std::erase(all, self); }
+  } unregister{acceptors, &acceptor};
   const tcp protocol = acceptor.local_endpoint().protocol();
   for (;;) {
     auto [ec] = co_await acceptor.async_wait(tcp::acceptor::wait_read, use_nothrow);
@@ -376,36 +385,55 @@ Forwarder::Forwarder(ForwarderSettings settings, ForwarderShared& shared)
 
 Forwarder::~Forwarder() = default;
 
-void Forwarder::listen(std::span<const tcp::endpoint> endpoints) {
-  for (const tcp::endpoint& ep : endpoints) {
-    auto acceptor = std::make_unique<tcp::acceptor>(*impl_->io);
-    error_code ec;
-    acceptor->open(ep.protocol(), ec);
-    if (!ec) {
-      const int fd = acceptor->native_handle();
-      const int one = 1;
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-      // Like nginx: a v6 listener is v6 only, so [::]:6443 and 0.0.0.0:6443 can coexist.
-      if (ep.protocol() == tcp::v6()) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-      tune_tcp(fd, impl_->settings.tcp);  // inherited by every accepted socket
-      acceptor->bind(ep, ec);
-    }
-    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      std::ostringstream where;
-      where << ep;
-      throw std::system_error(ec, "cannot listen on " + where.str());
-    }
-    impl_->acceptors.push_back(std::move(acceptor));
-    impl_->spawn(impl_->accept_loop(*impl_->acceptors.back()));
+tcp::endpoint Forwarder::listen(const tcp::endpoint& ep) {
+  auto acceptor = std::make_unique<tcp::acceptor>(*impl_->io);
+  error_code ec;
+  acceptor->open(ep.protocol(), ec);
+  if (!ec) {
+    const int fd = acceptor->native_handle();
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    // Like nginx: a v6 listener is v6 only, so [::]:6443 and 0.0.0.0:6443 can coexist.
+    if (ep.protocol() == tcp::v6()) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    tune_tcp(fd, impl_->listener_tcp);  // inherited by every accepted socket
+    acceptor->bind(ep, ec);
   }
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    std::ostringstream where;
+    where << ep;
+    throw std::system_error(ec, "cannot listen on " + where.str());
+  }
+  const tcp::endpoint bound = acceptor->local_endpoint();
+  asio::post(*impl_->io, [impl = impl_.get(), a = std::move(acceptor)]() mutable {
+    impl->spawn(impl->accept_loop(std::move(a)));
+  });
+  return bound;
 }
 
-std::vector<tcp::endpoint> Forwarder::local_endpoints() const {
-  std::vector<tcp::endpoint> out;
-  for (const auto& a : impl_->acceptors) out.push_back(a->local_endpoint());
-  return out;
+void Forwarder::unlisten(const tcp::endpoint& ep) {
+  asio::post(*impl_->io, [impl = impl_.get(), ep] {
+    for (tcp::acceptor* a : impl->acceptors) {
+      error_code ec;
+      if (a->local_endpoint(ec) == ep) a->close(ec);
+    }
+  });
+}
+
+void Forwarder::configure(ForwarderSettings next) {
+  impl_->listener_tcp = next.tcp;
+  asio::post(*impl_->io, [impl = impl_.get(), next = std::move(next)]() mutable {
+    impl->balancer.set_policy(next.balance);
+    impl->settings = std::move(next);
+  });
+}
+
+void Forwarder::close_target(std::shared_ptr<const healthcheck::TargetStats> target) {
+  asio::post(*impl_->io, [impl = impl_.get(), target = std::move(target)] {
+    for (Connection& c : impl->connections)
+      if (c.target && c.target->stats.get() == target.get()) c.abort();
+  });
 }
 
 const WorkerStats& Forwarder::stats() const noexcept { return impl_->stats; }
@@ -425,7 +453,7 @@ void Forwarder::publish(TargetSetPtr next) {
 
 void Forwarder::stop_accepting() {
   asio::post(*impl_->io, [impl = impl_.get()] {
-    for (auto& a : impl->acceptors) {
+    for (tcp::acceptor* a : impl->acceptors) {
       error_code ignored;
       a->close(ignored);
     }

@@ -60,11 +60,16 @@ class Forwarder {
   Forwarder(const Forwarder&) = delete;
   Forwarder& operator=(const Forwarder&) = delete;
 
-  // Opens a listener on each endpoint (SO_REUSEPORT, so every worker can bind the same address);
-  // throws std::system_error naming the endpoint. Call before run().
-  void listen(std::span<const boost::asio::ip::tcp::endpoint> endpoints);
-  // The bound endpoints, with the ports the kernel chose for port 0.
-  std::vector<boost::asio::ip::tcp::endpoint> local_endpoints() const;
+  // Opens a listener (SO_REUSEPORT, so every worker can bind the same address) and returns the
+  // bound endpoint (the kernel's choice for port 0); throws std::system_error naming the endpoint.
+  // listen(), unlisten() and configure() are called from one thread (the control thread), before or
+  // while run() runs.
+  boost::asio::ip::tcp::endpoint listen(const boost::asio::ip::tcp::endpoint& endpoint);
+  void unlisten(const boost::asio::ip::tcp::endpoint& endpoint);
+  // New settings for new connections; established ones keep running untouched.
+  void configure(ForwarderSettings settings);
+  // Closes the established connections to the target owning `target` (removed after drain_timeout).
+  void close_target(std::shared_ptr<const healthcheck::TargetStats> target);
 
   const WorkerStats& stats() const noexcept;
 

@@ -52,8 +52,15 @@ spdlog::level::level_enum to_spdlog(config::LogLevel level) {
 }  // namespace
 
 void setup_logging(const config::Log& log) {
-  auto logger = std::make_shared<spdlog::logger>(
-      "apiserver-lb", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  // Replacing the default logger while workers log through it is a race (spdlog hands out raw
+  // pointers), so a reload changes the existing logger in place: level and formatter are safe.
+  auto logger = spdlog::default_logger();
+  if (!logger || logger->name() != "apiserver-lb") {
+    logger = std::make_shared<spdlog::logger>("apiserver-lb",
+                                              std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    logger->flush_on(spdlog::level::trace);  // one line per state change: cheap, nothing is lost
+    spdlog::set_default_logger(logger);
+  }
   std::unique_ptr<spdlog::pattern_formatter> formatter;
   if (log.format == config::LogFormat::json) {
     formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
@@ -65,8 +72,6 @@ void setup_logging(const config::Log& log) {
   }
   logger->set_formatter(std::move(formatter));
   logger->set_level(to_spdlog(log.level));
-  logger->flush_on(spdlog::level::trace);  // one line per state change: cheap, and nothing is lost
-  spdlog::set_default_logger(std::move(logger));
 }
 
 }  // namespace apilb::lb

@@ -41,13 +41,11 @@ class Balancer {
   explicit Balancer(std::vector<Target> targets, ForwarderSettings settings = {},
                     unsigned workers = 1)
       : targets_(std::move(targets)) {
-    std::vector<tcp::endpoint> listen{test::loopback()};
+    endpoint_ = test::loopback();
     for (unsigned i = 0; i < workers; ++i) {
       workers_.push_back(std::make_unique<Forwarder>(settings, shared_));
-      workers_.back()->listen(listen);
-      listen = workers_.front()->local_endpoints();
+      endpoint_ = workers_.back()->listen(endpoint_);  // the others share the first one's port
     }
-    endpoint_ = listen.front();
     publish(targets_);
     for (auto& w : workers_) threads_.emplace_back([&w] { w->run(); });
   }

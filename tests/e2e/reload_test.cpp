@@ -1,0 +1,328 @@
+// The installer's target feed and SIGHUP reloads, end to end: the real binary, real files written
+// the ways installers write them, continuous client traffic that must never see a failure.
+#include "tests/e2e/lb_process.hpp"
+#include "tests/support/backends.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/wait.hpp"
+
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+namespace apilb::test {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using std::chrono::steady_clock;
+
+constexpr auto kDeadline = 10s;
+
+// New connections through the balancer in a loop, each an echo round trip; counts failures.
+class Load {
+ public:
+  explicit Load(tcp::endpoint lb) {
+    thread_ = std::jthread([this, lb](std::stop_token stop) {
+      for (int i = 0; i < 50000 && !stop.stop_requested(); ++i) {
+        const auto r = fetch(lb, "ping", 5s, AfterSend::shut_down_write);
+        if (r.error || r.data != "ping") ++failures_;
+        ++done_;
+      }
+    });
+  }
+  ~Load() { stop(); }
+  void stop() {
+    thread_.request_stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  int failures() const { return failures_; }
+  int done() const { return done_; }
+  // Waits until `n` more requests have completed.
+  bool more(int n) {
+    const int target = done_ + n;
+    return wait_until([&] { return done_ >= target; }, kDeadline);
+  }
+
+ private:
+  std::atomic<int> failures_{0};
+  std::atomic<int> done_{0};
+  std::jthread thread_;
+};
+
+// A kept-alive connection through the balancer.
+class Held {
+ public:
+  explicit Held(const tcp::endpoint& lb) : socket_(io_) { socket_.connect(lb); }
+  bool echo(std::string_view text) {
+    boost::system::error_code ec;
+    asio::write(socket_, asio::buffer(text), ec);
+    std::string reply(text.size(), '\0');
+    if (!ec) asio::read(socket_, asio::buffer(reply), ec);
+    return !ec && reply == text;
+  }
+  bool closed_within(std::chrono::milliseconds deadline) {
+    socket_.non_blocking(true);
+    return wait_until([&] {
+      char byte;
+      boost::system::error_code ec;
+      socket_.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
+      return ec && ec != asio::error::would_block;
+    }, deadline, 2ms);
+  }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_;
+};
+
+// apiserver-lb with a config file and a targets_file in a temp dir, and its admin API.
+class Installer {
+ public:
+  explicit Installer(const std::string& extra_config = "", bool start = true)
+      : admin_port_(free_port()), extra_(extra_config) {
+    write_config(extra_config);
+    if (start) this->start();
+  }
+  void start() {
+    lb_.reset();
+    lb_.emplace(std::vector<std::string>{"--config", config_.string(), "--admin",
+                                         "127.0.0.1:" + std::to_string(admin_port_)});
+  }
+  void write_config(const std::string& extra) {
+    config_ = dir_.write("config.yaml", "targets_file: " + feed().string() +
+                                            "\nhealth: { interval: 200ms, timeout: 150ms }\n" + extra);
+  }
+  std::filesystem::path feed() const { return dir_ / "targets.yaml"; }
+  // `apiserver-lb targets ARGS... --file FEED`: the installer's own tool.
+  void targets(std::vector<std::string> args) {
+    args.insert(args.begin(), "targets");
+    args.push_back("--file");
+    args.push_back(feed().string());
+    ChildProcess p(APILB_BINARY, args);
+    ASSERT_EQ(p.wait_exit(kDeadline), 0) << p.log();
+  }
+  LbProcess& lb() { return *lb_; }
+  std::string status() { return http_get(loopback(admin_port_), "/status", kDeadline).body; }
+  std::string metrics() { return http_get(loopback(admin_port_), "/metrics", kDeadline).body; }
+  // The state /status shows for `target`, or "" when it is not listed.
+  std::string state(const tcp::endpoint& target) {
+    std::smatch m;
+    const std::string s = status();
+    const std::regex re("\"address\":\"" + std::regex_replace(to_string(target), std::regex(R"([.\[\]])"), R"(\$&)") +
+                        R"(\",\"origin\":\"\w+\",\"state\":\"(\w+)\")");
+    return std::regex_search(s, m, re) ? std::string(m[1]) : "";
+  }
+  bool wait_state(const tcp::endpoint& target, const std::string& state) {
+    return wait_until([&] { return this->state(target) == state; }, kDeadline, 20ms);
+  }
+  std::size_t count_in_log(const std::string& needle) {
+    const std::string log = lb_->process().log();
+    std::size_t n = 0;
+    for (auto at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+    return n;
+  }
+
+ private:
+  TempDir dir_;
+  std::uint16_t admin_port_;
+  std::string extra_;
+  std::filesystem::path config_;
+  std::optional<LbProcess> lb_;
+};
+
+TEST(Feed, AddRemoveAndReplaceUnderLoadFailNoClientAndCloseOnlyTheRemovedTargetsConnections) {
+  EchoBackend a, b, c;
+  Installer installer("drain_timeout: 1s\n", false);
+  installer.targets({"set", to_string(a.endpoint())});
+  installer.start();
+  ASSERT_TRUE(installer.wait_state(a.endpoint(), "up"));
+  Load load(installer.lb().endpoint());
+  Held on_a(installer.lb().endpoint());
+  ASSERT_TRUE(on_a.echo("a"));
+
+  installer.targets({"add", to_string(b.endpoint())});
+  ASSERT_TRUE(installer.wait_state(b.endpoint(), "up")) << installer.status();
+  installer.targets({"add", to_string(c.endpoint())});
+  ASSERT_TRUE(installer.wait_state(c.endpoint(), "up")) << installer.status();
+  // Three targets, one held connection on a: the next one goes to b or c (least connections).
+  Held on_other(installer.lb().endpoint());
+  ASSERT_TRUE(on_other.echo("b or c"));
+  ASSERT_TRUE(load.more(20));
+
+  // Replace a: remove it. Its connection lives on for drain_timeout, then closes.
+  const auto removed = steady_clock::now();
+  installer.targets({"remove", to_string(a.endpoint())});
+  ASSERT_TRUE(wait_until([&] { return installer.state(a.endpoint()).empty(); }, kDeadline));
+  EXPECT_TRUE(on_a.echo("still draining"));
+  EXPECT_TRUE(on_a.closed_within(3s));
+  const auto closed_after = steady_clock::now() - removed;
+  std::printf("removed target: its connection closed %lld ms after the remove (drain_timeout 1s)\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(closed_after).count()));
+  EXPECT_GE(closed_after, 900ms);
+  EXPECT_TRUE(on_other.echo("untouched"));
+  ASSERT_TRUE(load.more(20));
+  load.stop();
+  EXPECT_EQ(load.failures(), 0);
+}
+
+TEST(Feed, KeepsTheLastGoodListWhenTheFileIsBrokenTruncatedOrInvalid) {
+  EchoBackend a, b;
+  Installer installer("", false);
+  installer.targets({"set", to_string(a.endpoint()), to_string(b.endpoint())});
+  installer.start();
+  ASSERT_TRUE(installer.wait_state(b.endpoint(), "up"));
+  Load load(installer.lb().endpoint());
+  const std::vector<std::string> broken{"targets: [10.0.0.1:6443\n", "targets:\n  - 10.0.0.1:99999\n", ""};
+  for (std::size_t i = 0; i < broken.size(); ++i) {
+    std::ofstream(installer.feed(), std::ios::trunc) << broken[i];
+    ASSERT_TRUE(wait_until([&] { return installer.count_in_log("keeping the last good list (2 targets)") == i + 1; },
+                           kDeadline))
+        << installer.lb().process().log();
+    EXPECT_EQ(installer.state(a.endpoint()), "up");
+    EXPECT_EQ(installer.state(b.endpoint()), "up");
+  }
+  EXPECT_NE(installer.lb().process().log().find("port 99999 is out of range"), std::string::npos);
+  EXPECT_NE(installer.metrics().find("apiserver_lb_target_feed_errors_total 3"), std::string::npos);
+  ASSERT_TRUE(load.more(10));
+  load.stop();
+  EXPECT_EQ(load.failures(), 0);
+}
+
+TEST(Feed, ARestartWithABrokenFeedStartsFromThePersistedList) {
+  EchoBackend a, b;
+  Installer installer("", false);
+  installer.targets({"set", to_string(a.endpoint()), to_string(b.endpoint())});
+  installer.start();
+  ASSERT_TRUE(installer.wait_state(a.endpoint(), "up"));
+  installer.lb().process().send_signal(SIGTERM);
+  ASSERT_EQ(installer.lb().process().wait_exit(kDeadline), 0);
+
+  std::ofstream(installer.feed(), std::ios::trunc) << "targets: {broken\n";
+  installer.start();
+  EXPECT_TRUE(installer.lb().process().wait_for_log("starting from the last good list", kDeadline))
+      << installer.lb().process().log();
+  EXPECT_TRUE(installer.wait_state(a.endpoint(), "up"));
+  EXPECT_TRUE(installer.wait_state(b.endpoint(), "up"));
+}
+
+TEST(Feed, DrainStopsNewConnectionsWhileEstablishedOnesContinue) {
+  EchoBackend a, b;
+  Installer installer("", false);
+  installer.targets({"set", to_string(a.endpoint()), to_string(b.endpoint())});
+  installer.start();
+  ASSERT_TRUE(installer.wait_state(a.endpoint(), "up"));
+  ASSERT_TRUE(installer.wait_state(b.endpoint(), "up"));
+  Held first(installer.lb().endpoint()), second(installer.lb().endpoint());
+  ASSERT_TRUE(first.echo("1"));
+  ASSERT_TRUE(second.echo("2"));
+  ASSERT_TRUE(wait_until([&] { return a.active() >= 1 && b.active() >= 1; }, kDeadline));
+
+  installer.targets({"drain", to_string(a.endpoint())});
+  ASSERT_TRUE(installer.wait_state(a.endpoint(), "draining")) << installer.status();
+  const auto a_before = a.accepted();
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(fetch(installer.lb().endpoint(), "new", kDeadline, AfterSend::shut_down_write).data, "new");
+  // Health checks still connect to a draining target; client connections do not.
+  EXPECT_LE(a.accepted() - a_before, 3u);
+  EXPECT_TRUE(first.echo("still"));
+  EXPECT_TRUE(second.echo("still"));
+
+  installer.targets({"add", to_string(a.endpoint())});  // `add` ends the maintenance
+  EXPECT_TRUE(installer.wait_state(a.endpoint(), "up"));
+}
+
+TEST(Feed, PicksUpAnAtomicRenameAndADeleteThenRecreate) {
+  EchoBackend a, b;
+  Installer installer("targets: [\"" + std::string(to_string(a.endpoint())) + "\"]\n", false);
+  installer.start();
+  ASSERT_TRUE(installer.wait_state(a.endpoint(), "up"));
+
+  // Atomic replace, as installers do: write a temp file, rename it over the feed.
+  const auto temp = installer.feed().parent_path() / "targets.yaml.new";
+  std::ofstream(temp) << "targets:\n  - " << to_string(b.endpoint()) << "\n";
+  std::filesystem::rename(temp, installer.feed());
+  ASSERT_TRUE(installer.wait_state(b.endpoint(), "up")) << installer.lb().process().log();
+
+  // Deleted: no feed, the static target alone remains.
+  std::filesystem::remove(installer.feed());
+  ASSERT_TRUE(wait_until([&] { return installer.state(b.endpoint()).empty(); }, kDeadline))
+      << installer.lb().process().log();
+  EXPECT_EQ(installer.state(a.endpoint()), "up");
+
+  // Re-created in place.
+  std::ofstream(installer.feed()) << "targets: [\"" << to_string(b.endpoint()) << "\"]\n";
+  EXPECT_TRUE(installer.wait_state(b.endpoint(), "up")) << installer.lb().process().log();
+}
+
+TEST(Reload, TwoHundredSighupsUnderLoadFailNoConnectionAndDropNone) {
+  EchoBackend a, b;
+  Installer installer("", false);
+  installer.targets({"set", to_string(a.endpoint()), to_string(b.endpoint())});
+  installer.start();
+  ASSERT_TRUE(installer.wait_state(b.endpoint(), "up"));
+  Load load(installer.lb().endpoint());
+  Held watch(installer.lb().endpoint());
+  ASSERT_TRUE(watch.echo("watch"));
+  for (std::size_t i = 1; i <= 200; ++i) {
+    installer.lb().process().send_signal(SIGHUP);
+    ASSERT_TRUE(wait_until([&] { return installer.count_in_log("reloaded the configuration") >= i; }, kDeadline))
+        << "reload " << i;
+  }
+  ASSERT_TRUE(load.more(20));
+  load.stop();
+  std::printf("200 reloads under load: %d client connections, %d failed\n", load.done(), load.failures());
+  EXPECT_EQ(load.failures(), 0);
+  EXPECT_TRUE(watch.echo("still watching"));
+  EXPECT_NE(installer.metrics().find("apiserver_lb_config_reloads_total{result=\"success\"} 200"), std::string::npos);
+}
+
+TEST(Reload, ABadConfigChangesNothingAndIsCounted) {
+  EchoBackend a;
+  Installer installer("targets: [\"" + std::string(to_string(a.endpoint())) + "\"]\n");
+  ASSERT_TRUE(installer.wait_state(a.endpoint(), "up"));
+  installer.write_config("balance: fastest\n");
+  installer.lb().process().send_signal(SIGHUP);
+  ASSERT_TRUE(installer.lb().process().wait_for_log("reload refused, nothing changed", kDeadline));
+  EXPECT_NE(installer.lb().process().log().find(":3:10: balance: \"fastest\" is not one of"), std::string::npos)
+      << installer.lb().process().log();
+  EXPECT_NE(installer.metrics().find("apiserver_lb_config_reloads_total{result=\"failure\"} 1"), std::string::npos);
+  EXPECT_EQ(fetch(installer.lb().endpoint(), "alive", kDeadline, AfterSend::shut_down_write).data, "alive");
+}
+
+TEST(Reload, AddsAndRemovesListenersLiveWithoutCuttingTheirConnections) {
+  EchoBackend a;
+  const auto first = free_port(), second = free_port();
+  auto listen = [](std::initializer_list<std::uint16_t> ports) {
+    std::string s = "listen: [";
+    for (auto p : ports) s += "\"127.0.0.1:" + std::to_string(p) + "\",";
+    s.back() = ']';
+    return s + "\n";
+  };
+  const std::string target = "targets: [\"" + to_string(a.endpoint()) + "\"]\n";
+  TempDir dir;
+  const auto config = dir.write("config.yaml", listen({first}) + target);
+  ChildProcess lb(APILB_BINARY, {"run", "--config", config.string(), "--admin", ""});
+  ASSERT_TRUE(lb.wait_for_log("listening on", kDeadline)) << lb.log();
+  ASSERT_TRUE(wait_until([&] { return port_accepts(loopback(first)); }, kDeadline));
+  Held via_first(loopback(first));
+  ASSERT_TRUE(via_first.echo("first"));
+
+  dir.write("config.yaml", listen({first, second}) + target);
+  lb.send_signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return port_accepts(loopback(second)); }, kDeadline)) << lb.log();
+
+  dir.write("config.yaml", listen({second}) + target);
+  lb.send_signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return !port_accepts(loopback(first)); }, kDeadline)) << lb.log();
+  EXPECT_TRUE(via_first.echo("established connections stay"));
+  EXPECT_EQ(fetch(loopback(second), "second", kDeadline, AfterSend::shut_down_write).data, "second");
+}
+
+}  // namespace
+}  // namespace apilb::test
