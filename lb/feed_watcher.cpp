@@ -11,6 +11,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 
 namespace apilb::lb {
 
@@ -38,6 +39,7 @@ struct FeedWatcher::Impl : std::enable_shared_from_this<FeedWatcher::Impl> {
 
   std::filesystem::path file;
   std::function<void()> changed;
+  std::array<char, 4096> buffer;  // here rather than in the coroutine frame: frames stay small
   asio::posix::stream_descriptor inotify;
   asio::steady_timer timer;
   bool stopped = false;
@@ -52,7 +54,6 @@ bool FeedWatcher::Impl::add_watch() {
 }
 
 awaitable<void> FeedWatcher::Impl::watch([[maybe_unused]] std::shared_ptr<Impl> self) {
-  alignas(inotify_event) std::array<char, 4096> buffer;
   bool watching = add_watch();
   while (!stopped) {
     if (!watching) {
@@ -69,12 +70,14 @@ awaitable<void> FeedWatcher::Impl::watch([[maybe_unused]] std::shared_ptr<Impl> 
       co_return;
     }
     bool relevant = false;
-    for (std::size_t at = 0; at < n;) {
-      const auto* event = reinterpret_cast<const inotify_event*>(buffer.data() + at);
-      if (event->len && file.filename() == event->name) relevant = true;
+    for (std::size_t at = 0; at + sizeof(inotify_event) <= n;) {
+      inotify_event event;  // copied out: the buffer gives no alignment guarantee
+      std::memcpy(&event, buffer.data() + at, sizeof event);
+      const std::string_view name(buffer.data() + at + sizeof event, event.len);
+      if (event.len && file.filename() == name.substr(0, name.find('\0'))) relevant = true;
       // The directory went away (or was moved): the watch is gone with it.
-      if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) relevant = true, watching = false;
-      at += sizeof(inotify_event) + event->len;
+      if (event.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) relevant = true, watching = false;
+      at += sizeof event + event.len;
     }
     if (!relevant) continue;
     timer.expires_after(kDebounce);

@@ -2,6 +2,7 @@
 // crashes (SIGKILL), hangs (SIGSTOP), readiness flips and certificate mismatches. Each test prints
 // the detection and close times it measured.
 #include "tests/e2e/lb_process.hpp"
+#include "tests/e2e/load.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
@@ -61,16 +62,9 @@ class TlsClient {
     while (!body.empty() && body.back() == '\n') body.pop_back();
     return body;
   }
-  // True once the balancer has closed this connection (EOF, reset or TLS close), within `deadline`.
+  // True once the balancer has closed this connection, within `deadline`.
   bool closed_within(std::chrono::milliseconds deadline) {
-    tcp::socket& socket = stream_.next_layer();
-    socket.non_blocking(true);
-    return wait_until([&] {
-      char byte;
-      boost::system::error_code ec;
-      socket.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
-      return ec && ec != asio::error::would_block;
-    }, deadline, 2ms);
+    return peer_closed_within(stream_.next_layer(), deadline);
   }
 
  private:
@@ -88,49 +82,6 @@ std::string who_plain(const tcp::endpoint& lb) {
   while (!body.empty() && body.back() == '\n') body.pop_back();
   return body;
 }
-
-// New client connections in a loop on a thread, recording failures and who answered when.
-class Load {
- public:
-  explicit Load(std::function<std::string()> request) : request_(std::move(request)) {
-    thread_ = std::jthread([this](std::stop_token stop) {
-      for (int i = 0; i < 20000 && !stop.stop_requested(); ++i) {
-        const auto started = steady_clock::now();
-        const std::string name = request_();
-        std::lock_guard lock(mutex_);
-        if (name.empty()) failed_.push_back(started);
-        answers_.push_back({steady_clock::now(), name});
-      }
-    });
-  }
-  ~Load() { stop(); }
-  void stop() {
-    thread_.request_stop();
-    if (thread_.joinable()) thread_.join();
-  }
-  // Requests that started after `after` and got no answer. (One already in flight on a master
-  // that crashes is lost with it: no balancer can replay a request it has already passed on.)
-  std::size_t failures(steady_clock::time_point after = {}) {
-    std::lock_guard lock(mutex_);
-    return std::count_if(failed_.begin(), failed_.end(), [&](auto t) { return t > after; });
-  }
-  std::size_t answered_by(const std::string& name, steady_clock::time_point after) {
-    std::lock_guard lock(mutex_);
-    return std::count_if(answers_.begin(), answers_.end(),
-                         [&](const auto& a) { return a.first > after && a.second == name; });
-  }
-  std::size_t total() {
-    std::lock_guard lock(mutex_);
-    return answers_.size();
-  }
-
- private:
-  std::function<std::string()> request_;
-  std::mutex mutex_;
-  std::vector<steady_clock::time_point> failed_;
-  std::vector<std::pair<steady_clock::time_point, std::string>> answers_;
-  std::jthread thread_;
-};
 
 // Three stand-in masters named m1..m3 and a balancer in front of them.
 class Cluster {

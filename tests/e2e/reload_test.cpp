@@ -1,6 +1,7 @@
 // The installer's target feed and SIGHUP reloads, end to end: the real binary, real files written
 // the ways installers write them, continuous client traffic that must never see a failure.
 #include "tests/e2e/lb_process.hpp"
+#include "tests/e2e/load.hpp"
 #include "tests/support/backends.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
@@ -24,36 +25,11 @@ using std::chrono::steady_clock;
 
 constexpr auto kDeadline = 10s;
 
-// New connections through the balancer in a loop, each an echo round trip; counts failures.
-class Load {
- public:
-  explicit Load(tcp::endpoint lb) {
-    thread_ = std::jthread([this, lb](std::stop_token stop) {
-      for (int i = 0; i < 50000 && !stop.stop_requested(); ++i) {
-        const auto r = fetch(lb, "ping", 5s, AfterSend::shut_down_write);
-        if (r.error || r.data != "ping") ++failures_;
-        ++done_;
-      }
-    });
-  }
-  ~Load() { stop(); }
-  void stop() {
-    thread_.request_stop();
-    if (thread_.joinable()) thread_.join();
-  }
-  int failures() const { return failures_; }
-  int done() const { return done_; }
-  // Waits until `n` more requests have completed.
-  bool more(int n) {
-    const int target = done_ + n;
-    return wait_until([&] { return done_ >= target; }, kDeadline);
-  }
-
- private:
-  std::atomic<int> failures_{0};
-  std::atomic<int> done_{0};
-  std::jthread thread_;
-};
+// New connections through the balancer in a loop, each an echo round trip.
+std::string echo_through(const tcp::endpoint& lb) {
+  const auto r = fetch(lb, "ping", 5s, AfterSend::shut_down_write);
+  return !r.error && r.data == "ping" ? "ok" : "";
+}
 
 // A kept-alive connection through the balancer.
 class Held {
@@ -66,15 +42,7 @@ class Held {
     if (!ec) asio::read(socket_, asio::buffer(reply), ec);
     return !ec && reply == text;
   }
-  bool closed_within(std::chrono::milliseconds deadline) {
-    socket_.non_blocking(true);
-    return wait_until([&] {
-      char byte;
-      boost::system::error_code ec;
-      socket_.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
-      return ec && ec != asio::error::would_block;
-    }, deadline, 2ms);
-  }
+  bool closed_within(std::chrono::milliseconds deadline) { return peer_closed_within(socket_, deadline); }
 
  private:
   asio::io_context io_;
@@ -142,7 +110,7 @@ TEST(Feed, AddRemoveAndReplaceUnderLoadFailNoClientAndCloseOnlyTheRemovedTargets
   installer.targets({"set", to_string(a.endpoint())});
   installer.start();
   ASSERT_TRUE(installer.wait_state(a.endpoint(), "up"));
-  Load load(installer.lb().endpoint());
+  Load load([lb = installer.lb().endpoint()] { return echo_through(lb); });
   Held on_a(installer.lb().endpoint());
   ASSERT_TRUE(on_a.echo("a"));
 
@@ -168,7 +136,7 @@ TEST(Feed, AddRemoveAndReplaceUnderLoadFailNoClientAndCloseOnlyTheRemovedTargets
   EXPECT_TRUE(on_other.echo("untouched"));
   ASSERT_TRUE(load.more(20));
   load.stop();
-  EXPECT_EQ(load.failures(), 0);
+  EXPECT_EQ(load.failures(), 0u);
 }
 
 TEST(Feed, KeepsTheLastGoodListWhenTheFileIsBrokenTruncatedOrInvalid) {
@@ -177,7 +145,7 @@ TEST(Feed, KeepsTheLastGoodListWhenTheFileIsBrokenTruncatedOrInvalid) {
   installer.targets({"set", to_string(a.endpoint()), to_string(b.endpoint())});
   installer.start();
   ASSERT_TRUE(installer.wait_state(b.endpoint(), "up"));
-  Load load(installer.lb().endpoint());
+  Load load([lb = installer.lb().endpoint()] { return echo_through(lb); });
   const std::vector<std::string> broken{"targets: [10.0.0.1:6443\n", "targets:\n  - 10.0.0.1:99999\n", ""};
   for (std::size_t i = 0; i < broken.size(); ++i) {
     std::ofstream(installer.feed(), std::ios::trunc) << broken[i];
@@ -191,7 +159,7 @@ TEST(Feed, KeepsTheLastGoodListWhenTheFileIsBrokenTruncatedOrInvalid) {
   EXPECT_NE(installer.metrics().find("apiserver_lb_target_feed_errors_total 3"), std::string::npos);
   ASSERT_TRUE(load.more(10));
   load.stop();
-  EXPECT_EQ(load.failures(), 0);
+  EXPECT_EQ(load.failures(), 0u);
 }
 
 TEST(Feed, ARestartWithABrokenFeedStartsFromThePersistedList) {
@@ -266,7 +234,7 @@ TEST(Reload, TwoHundredSighupsUnderLoadFailNoConnectionAndDropNone) {
   installer.targets({"set", to_string(a.endpoint()), to_string(b.endpoint())});
   installer.start();
   ASSERT_TRUE(installer.wait_state(b.endpoint(), "up"));
-  Load load(installer.lb().endpoint());
+  Load load([lb = installer.lb().endpoint()] { return echo_through(lb); });
   Held watch(installer.lb().endpoint());
   ASSERT_TRUE(watch.echo("watch"));
   for (std::size_t i = 1; i <= 200; ++i) {
@@ -276,8 +244,8 @@ TEST(Reload, TwoHundredSighupsUnderLoadFailNoConnectionAndDropNone) {
   }
   ASSERT_TRUE(load.more(20));
   load.stop();
-  std::printf("200 reloads under load: %d client connections, %d failed\n", load.done(), load.failures());
-  EXPECT_EQ(load.failures(), 0);
+  std::printf("200 reloads under load: %zu client connections, %zu failed\n", load.total(), load.failures());
+  EXPECT_EQ(load.failures(), 0u);
   EXPECT_TRUE(watch.echo("still watching"));
   EXPECT_NE(installer.metrics().find("apiserver_lb_config_reloads_total{result=\"success\"} 200"), std::string::npos);
 }
