@@ -36,6 +36,7 @@ struct FeedWatcher::Impl : std::enable_shared_from_this<FeedWatcher::Impl> {
 
   awaitable<void> watch(std::shared_ptr<Impl> self);  // `self` keeps this alive while it runs
   bool add_watch();
+  bool concerns_file(std::string_view events, bool& watching) const;
 
   std::filesystem::path file;
   std::function<void()> changed;
@@ -51,6 +52,22 @@ bool FeedWatcher::Impl::add_watch() {
   spdlog::warn("targets_file: cannot watch {}: {}; looking again every {}s", dir.string(),
                std::strerror(errno), kRetry.count());
   return false;
+}
+
+// Whether a batch of inotify events touches the file, or loses the watch on its directory (which
+// clears `watching`).
+bool FeedWatcher::Impl::concerns_file(std::string_view events, bool& watching) const {
+  bool relevant = false;
+  for (std::size_t at = 0; at + sizeof(inotify_event) <= events.size();) {
+    inotify_event event;  // copied out: the buffer gives no alignment guarantee
+    std::memcpy(&event, events.data() + at, sizeof event);
+    const std::string_view name = events.substr(at + sizeof event, event.len);
+    if (event.len && file.filename() == name.substr(0, name.find('\0'))) relevant = true;
+    // The directory went away (or was moved): the watch is gone with it.
+    if (event.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) relevant = true, watching = false;
+    at += sizeof event + event.len;
+  }
+  return relevant;
 }
 
 awaitable<void> FeedWatcher::Impl::watch([[maybe_unused]] std::shared_ptr<Impl> self) {
@@ -69,17 +86,7 @@ awaitable<void> FeedWatcher::Impl::watch([[maybe_unused]] std::shared_ptr<Impl> 
       spdlog::error("targets_file: inotify: {}", ec.message());
       co_return;
     }
-    bool relevant = false;
-    for (std::size_t at = 0; at + sizeof(inotify_event) <= n;) {
-      inotify_event event;  // copied out: the buffer gives no alignment guarantee
-      std::memcpy(&event, buffer.data() + at, sizeof event);
-      const std::string_view name(buffer.data() + at + sizeof event, event.len);
-      if (event.len && file.filename() == name.substr(0, name.find('\0'))) relevant = true;
-      // The directory went away (or was moved): the watch is gone with it.
-      if (event.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) relevant = true, watching = false;
-      at += sizeof event + event.len;
-    }
-    if (!relevant) continue;
+    if (!concerns_file(std::string_view(buffer.data(), n), watching)) continue;
     timer.expires_after(kDebounce);
     co_await timer.async_wait(use_nothrow);
     if (stopped) co_return;
