@@ -143,11 +143,12 @@ struct Failure {
   std::string message;
 };
 
-// Connects, handshakes and reads the peer's certificate, all within `timeout`. The chain is
-// verified against `ca_file` when one is given, but a failure is reported in the result rather than
-// by aborting the handshake, so the SANs are still shown.
-std::variant<Certificate, Failure> fetch_certificate(const config::Address& server, const std::string& ca_file,
-                                                     std::chrono::milliseconds timeout) {
+// Connects, handshakes and reads the peer's certificate, all within `timeout`. `sni` is sent as
+// the server name unless empty. The chain is verified against `ca_file` when one is given, but a
+// failure is reported in the result rather than by aborting the handshake, so the SANs are still
+// shown.
+std::variant<Certificate, Failure> fetch_certificate(const config::Address& server, const std::string& sni,
+                                                     const std::string& ca_file, std::chrono::milliseconds timeout) {
   ssl::context context(ssl::context::tls_client);
   context.set_verify_mode(ssl::verify_none);  // OpenSSL still verifies and keeps the result
   if (!ca_file.empty()) {
@@ -159,8 +160,7 @@ std::variant<Certificate, Failure> fetch_certificate(const config::Address& serv
   asio::io_context io;
   tcp::resolver resolver(io);
   ssl::stream<tcp::socket> stream(io, context);
-  if (!config::is_ip_literal(server.host))
-    SSL_set_tlsext_host_name(stream.native_handle(), server.host.c_str());  // SNI, as kubectl sends it
+  if (!sni.empty()) SSL_set_tlsext_host_name(stream.native_handle(), sni.c_str());
 
   std::optional<std::string> error;
   bool done = false;
@@ -268,7 +268,10 @@ int check_san_command(std::span<char*> args) {
   const auto address = config::parse_address(*address_text, &why);
   if (!address) return usage_error("--address: \"" + *address_text + "\": " + why);
 
-  const auto fetched = fetch_certificate(*server, ca_file, timeout);
+  // The server name clients will send through the balancer: an apiserver with --tls-sni-cert-key
+  // may serve another certificate for it. Go clients send none for an IP address.
+  const std::string sni = config::is_ip_literal(address->host) ? "" : address->host;
+  const auto fetched = fetch_certificate(*server, sni, ca_file, timeout);
   if (const auto* failure = std::get_if<Failure>(&fetched)) {
     std::fprintf(stderr, "apiserver-lb check-san: %s\n", failure->message.c_str());
     return 2;

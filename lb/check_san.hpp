@@ -33,8 +33,9 @@ inline bool san_covers(const std::vector<std::string>& sans, std::string_view ho
 bool dns_name_matches(std::string_view pattern, std::string_view name);
 
 // `apiserver-lb check-san --server HOST:PORT --address HOST[:PORT] [--ca FILE] [--timeout DURATION]`
-// with `args` the arguments after "check-san". Connects with TLS, prints the certificate's SANs
-// and whether one covers the address. Exit code: 0 covered (and, with --ca, the chain verifies);
+// with `args` the arguments after "check-san". Connects to the server with TLS, sending the
+// address as SNI when it is a name (as clients of the balancer will), prints the certificate's
+// SANs and whether one covers the address. Exit code: 0 covered (and, with --ca, the chain verifies);
 // 1 not covered or not verified, saying which SAN to add or why verification failed; 2 no TLS
 // connection within the timeout (default 10s) or a usage error.
 int check_san_command(std::span<char*> args);

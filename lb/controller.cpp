@@ -17,6 +17,8 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <thread>
 
@@ -55,7 +57,7 @@ struct Controller::Impl {
   void apply_targets();
   void read_feed(bool at_start);
   void watch_feed();
-  std::filesystem::path last_good_path() const { return config.targets_file + ".last-good"; }
+  std::filesystem::path last_good_path() const;
   void listen(const std::vector<config::Address>& addresses);
   void reload();
   AdminView admin_view() const;
@@ -184,6 +186,18 @@ void Controller::Impl::read_feed(bool at_start) {
                    last_good_path().string(), feed.targets.size());
     }
   }
+}
+
+// Where the last good feed is kept: systemd's StateDirectory= (the service may not write /etc), or
+// next to the feed when there is none.
+std::filesystem::path Controller::Impl::last_good_path() const {
+  const std::filesystem::path feed_file = config.targets_file;
+  const char* state = std::getenv("STATE_DIRECTORY");
+  if (state && *state) {
+    const std::string_view first(state, std::strcspn(state, ":"));  // systemd may list several
+    return std::filesystem::path(first) / (feed_file.filename().string() + ".last-good");
+  }
+  return feed_file.string() + ".last-good";
 }
 
 void Controller::Impl::watch_feed() {

@@ -8,9 +8,11 @@ packages=(
   libboost1.81-dev libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
   openssl curl iproute2 procps nftables
+  dpkg-dev file systemd keepalived python3-yaml   # packaging tests: cpack DEB, unit, VRRP, manifest
+  clang libclang-rt-14-dev                         # fuzzers: tests/fuzz/run.sh
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(haproxy nginx libnginx-mod-stream wrk gnuplot-nox)
+  packages+=(haproxy nginx libnginx-mod-stream wrk gnuplot-nox strace)
 fi
 
 missing=()

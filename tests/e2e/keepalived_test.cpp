@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
@@ -28,7 +29,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
@@ -156,16 +156,19 @@ class Segment {
     namespaces_.push_back(ns(host));
     ip({"-n", ns(host), "link", "set", "lo", "up"});
   }
+  // `ip netns list` lines look like "apilb-vrrp-1234-lb1 (id: 3)".
   void delete_stale() const {
     const auto list = run_command({ip_.string(), "netns", "list"});
-    const std::regex stale("^(" + std::string(kNamespacePrefix) + R"((\d+)-\S+))");
     std::istringstream in(list.output);
     for (std::string line; std::getline(in, line);) {
-      std::smatch m;
-      if (!std::regex_search(line, m, stale)) continue;
-      const pid_t owner = static_cast<pid_t>(std::stol(m[2]));
+      const std::string name = line.substr(0, line.find(' '));
+      if (!name.starts_with(kNamespacePrefix)) continue;
+      const std::string rest = name.substr(kNamespacePrefix.size());
+      pid_t owner = 0;
+      const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), owner);
+      if (ec != std::errc() || end == rest.data() || *end != '-') continue;
       if (owner != ::getpid() && ::kill(owner, 0) != 0 && errno == ESRCH)
-        run_command({ip_.string(), "netns", "del", m[1]});
+        run_command({ip_.string(), "netns", "del", name});
     }
   }
 
@@ -217,14 +220,9 @@ class KeptConnection {
     for (;;) {
       const auto head = data.find("\r\n\r\n");
       if (head != std::string::npos) {
-        const std::smatch m = [&] {
-          std::smatch match;
-          const std::string h = data.substr(0, head);
-          static const std::regex length(R"(Content-Length: (\d+))", std::regex::icase);
-          std::regex_search(h, match, length);
-          return match;
-        }();
-        const auto content_length = m.empty() ? 0 : std::stoul(m[1]);
+        std::size_t content_length = 0;
+        if (const auto at = data.find("\r\nContent-Length: "); at != std::string::npos && at < head)
+          content_length = std::stoul(data.substr(at + 18));
         if (data.size() >= head + 4 + content_length) {
           std::string body = data.substr(head + 4, content_length);
           while (!body.empty() && body.back() == '\n') body.pop_back();
@@ -318,8 +316,11 @@ class KeepalivedPair : public testing::Test {
       FAIL() << "no balancer took the VIP within 20s\nlb1:\n" << tail(keepalived_processes_.at("lb1")->log())
              << "\nlb2:\n" << tail(keepalived_processes_.at("lb2")->log());
     }
+    const auto elected_after = steady_clock::now() - started;
+    ASSERT_FALSE(wait_until([&] { return vip_holder() == "lb1+lb2"; }, 2s, 50ms))
+        << "split brain: both hosts hold the VIP (do VRRP advertisements cross the bridge?)\n" << logs();
     std::printf("[ vrrp     ] %s took the VIP %s %.1f s after keepalived started (track_script: %s)\n",
-                vip_holder().c_str(), std::string(kVip).c_str(), seconds(steady_clock::now() - started),
+                vip_holder().c_str(), std::string(kVip).c_str(), seconds(elected_after),
                 check_kind_.c_str());
     ASSERT_TRUE(wait_until([&] { return state_of(vip_holder()) == "MASTER"; }, 5s))
         << "the notify hook did not record MASTER on " << vip_holder() << ": \"" << state_of(vip_holder()) << "\"";
@@ -387,7 +388,6 @@ class KeepalivedPair : public testing::Test {
 
   // keepalived.conf from the shipped template: only its definitions ($NAME=...) are replaced.
   std::string render(const std::string& host, int priority) const {
-    std::string text = read_file(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived.conf.template");
     const std::map<std::string, std::string> values{
         {"VIP", std::string(kVip) + "/24"},
         {"INTERFACE", "eth0"},
@@ -396,14 +396,26 @@ class KeepalivedPair : public testing::Test {
         {"NOTIFY", "\"" + (dir_ / "keepalived-notify").string() + " " + (dir_ / (host + ".state")).string() + "\""},
         {"SCRIPT_USER", "nobody"},
     };
-    for (const auto& [name, value] : values) {
-      const std::regex definition("^\\$" + name + "=.*$", std::regex::multiline);
-      if (!std::regex_search(text, definition))
-        throw std::runtime_error("the template defines no $" + name);
-      text = std::regex_replace(text, definition, "$$" + name + "=" + value);
+    std::map<std::string, int> replaced;
+    std::istringstream in(read_file(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived.conf.template"));
+    std::string out;
+    for (std::string line; std::getline(in, line);) {
+      const auto eq = line.find('=');
+      if (line.starts_with('$') && eq != std::string::npos) {
+        const std::string name = line.substr(1, eq - 1);
+        if (const auto it = values.find(name); it != values.end()) {
+          line = "$" + name + "=" + it->second;
+          ++replaced[name];
+        } else if (name == "CHECK" && !check_.empty()) {
+          line = "$CHECK=" + check_;
+        }
+      }
+      out += line + "\n";
     }
-    if (!check_.empty()) text = std::regex_replace(text, std::regex("^\\$CHECK=.*$", std::regex::multiline), "$$CHECK=" + check_);
-    return text;
+    for (const auto& [name, value] : values) {
+      if (replaced[name] != 1) throw std::runtime_error("the template does not define $" + name + " exactly once");
+    }
+    return out;
   }
 
   void start_keepalived(const std::string& host) {

@@ -36,11 +36,12 @@ test_deb() {
 
   local info contents
   info=$(dpkg-deb -I "$deb")
-  echo "$info" | sed -n '/Package:/,$p'
+  echo "$info"
   expect "$info" "Package: apiserver-lb" "control"
   expect "$info" "Architecture: $(dpkg --print-architecture)" "control"
   expect "$info" "Maintainer: " "control"
   expect "$info" "Section: net" "control"
+  expect "$info" " Description: TCP load balancer and health checker for kube-apiserver" "control"
   local depends
   depends=$(dpkg-deb -f "$deb" Depends)
   for lib in libc6 libstdc++6 libssl3 libyaml-cpp adduser; do
@@ -52,8 +53,9 @@ test_deb() {
   local conffiles
   conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
   [[ $conffiles == "/etc/apiserver-lb/config.yaml" ]] || fail "conffiles is \"$conffiles\""
-  dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst | grep -q "adduser --system --group" \
-    || fail "postinst does not create the apiserver-lb system user"
+  local postinst
+  postinst=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst)
+  grep -Eq 'adduser .*--system --group' <<<"$postinst" || fail "postinst does not create the apiserver-lb system user"
 
   contents=$(dpkg-deb -c "$deb")
   echo "$contents"
