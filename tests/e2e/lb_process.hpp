@@ -13,13 +13,15 @@ namespace apilb::test {
 
 // `apiserver-lb run` as a child process on 127.0.0.1 port 0 (admin off unless `args` sets it),
 // started and listening when the constructor returns; the port comes from its startup log.
+// `options` can add to its environment (e.g. ASAN_OPTIONS).
 class LbProcess {
  public:
   explicit LbProcess(std::vector<std::string> args,
-                     std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+                     std::chrono::milliseconds deadline = std::chrono::seconds(10),
+                     SpawnOptions options = {}) {
     std::vector<std::string> argv{"run", "--listen", "127.0.0.1:0", "--admin", ""};
     argv.insert(argv.end(), args.begin(), args.end());
-    process_.emplace(APILB_BINARY, argv);
+    process_.emplace(APILB_BINARY, argv, std::move(options));
     if (!process_->wait_for_log(" listening on ", deadline))
       throw std::runtime_error("apiserver-lb did not start:\n" + process_->log());
     std::smatch m;

@@ -4,11 +4,11 @@
 // and prints the detection and close times it measured. Needs root; skipped (with the reason)
 // where network namespaces cannot be made.
 #include "tests/e2e/lb_process.hpp"
+#include "tests/e2e/load.hpp"
 #include "tests/support/netns.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,9 +22,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <optional>
-#include <thread>
 
 namespace apilb::test {
 namespace {
@@ -48,7 +46,7 @@ long long ms(steady_clock::duration d) {
 // ETIMEDOUT when nothing at all came back in time (no SYN-ACK, no RST, no ICMP), otherwise the
 // error the kernel reported (ECONNREFUSED for an RST, EHOSTUNREACH for ICMP or a failed ARP).
 int connect_outcome(const tcp::endpoint& endpoint, std::chrono::milliseconds window) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno;
   int outcome = 0;
   if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) != 0) {
@@ -129,50 +127,45 @@ class HttpClient {
   std::string buffer_;
 };
 
-// New client connections in a loop on a thread (`GET /`, each on a new connection), recording
-// when each started, how long it took and who answered ("" for a failure).
-class Load {
- public:
-  explicit Load(const tcp::endpoint& lb) {
-    thread_ = std::jthread([this, lb](std::stop_token stop) {
-      while (!stop.stop_requested()) {
-        const auto started = steady_clock::now();
-        const auto reply = http_get(lb, "/", 3s);  // bounded: a lost request fails, never hangs
-        std::string name = reply.ok() && reply.status == 200 ? reply.body : "";
-        while (!name.empty() && name.back() == '\n') name.pop_back();
-        std::lock_guard lock(mutex_);
-        requests_.push_back({started, steady_clock::now() - started, std::move(name)});
-      }
-    });
-  }
-  ~Load() { stop(); }
-  void stop() {
-    thread_.request_stop();
-    if (thread_.joinable()) thread_.join();
-  }
+// Plain-HTTP `GET /` through the balancer on a new connection: the stand-in's name, or "" when it
+// failed. Bounded: a request lost with a silent host fails after 3 s, it never hangs.
+std::string who_plain(const tcp::endpoint& lb) {
+  const auto reply = http_get(lb, "/", 3s);
+  if (!reply.ok() || reply.status != 200) return "";
+  std::string body = reply.body;
+  while (!body.empty() && body.back() == '\n') body.pop_back();
+  return body;
+}
 
-  struct Request {
-    steady_clock::time_point started;
-    steady_clock::duration took;
-    std::string answered_by;  // empty: failed
-  };
-  // The requests that started after `after`.
-  std::vector<Request> since(steady_clock::time_point after) {
-    std::lock_guard lock(mutex_);
-    std::vector<Request> out;
-    std::copy_if(requests_.begin(), requests_.end(), std::back_inserter(out),
-                 [&](const Request& r) { return r.started > after; });
-    return out;
+// New-connection load on `threads` threads (a Load each). More than one: a request caught in
+// flight by the blackhole is lost with the host (as with a crash) and stalls its thread until the
+// balancer closes it; the others must keep asking meanwhile.
+class Loads {
+ public:
+  Loads(const tcp::endpoint& lb, int threads) {
+    for (int i = 0; i < threads; ++i) loads_.push_back(std::make_unique<Load>([lb] { return who_plain(lb); }));
+  }
+  void stop() {
+    for (auto& load : loads_) load->stop();
   }
   std::size_t total() {
-    std::lock_guard lock(mutex_);
-    return requests_.size();
+    std::size_t n = 0;
+    for (auto& load : loads_) n += load->total();
+    return n;
+  }
+  // The requests that started after `after`, in the order they started.
+  std::vector<Load::Result> since(steady_clock::time_point after) {
+    std::vector<Load::Result> all;
+    for (auto& load : loads_) {
+      auto some = load->since(after);
+      all.insert(all.end(), some.begin(), some.end());
+    }
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.started < b.started; });
+    return all;
   }
 
  private:
-  std::mutex mutex_;
-  std::vector<Request> requests_;
-  std::jthread thread_;
+  std::vector<std::unique_ptr<Load>> loads_;
 };
 
 // ---- TestHost itself ----------------------------------------------------------------------------
@@ -236,17 +229,22 @@ upstream: { connect_timeout: 500ms }
 threads: 2
 )";
 
-// Waits for `lb` to log `address (config): ... -> state:` after `from` (a log size taken
-// earlier: older lines do not count) and returns when it saw it.
+// Waits for `lb` to log `address (config): ... -> state: why` after `from` (a log size taken
+// earlier: older lines do not count) and returns when it saw it; `why`, if given, gets the reason.
 std::optional<steady_clock::time_point> wait_state(LbProcess& lb, const std::string& address,
                                                   const std::string& state, std::size_t from = 0,
+                                                  std::string* why = nullptr,
                                                   std::chrono::milliseconds deadline = kDeadline) {
   const std::string needle = address + " (config): ";
+  const std::string arrow = "-> " + state + ": ";
   const bool seen = wait_until([&] {
     const std::string log = lb.process().log();
     for (auto at = log.find(needle, from); at != std::string::npos; at = log.find(needle, at + 1)) {
-      const auto eol = log.find('\n', at);
-      if (log.substr(at, eol - at).find("-> " + state + ":") != std::string::npos) return true;
+      const std::string line = log.substr(at, log.find('\n', at) - at);
+      if (const auto to = line.find(arrow); to != std::string::npos) {
+        if (why) *why = line.substr(to + arrow.size(), line.rfind(" (was ") - to - arrow.size());
+        return true;
+      }
     }
     return false;
   }, deadline, 2ms);
@@ -263,47 +261,79 @@ const char* method_name(BlackholeMethod method) {
   return "automatic";
 }
 
-// Three hosted masters m1..m3 and a balancer in the root namespace in front of them, all up.
-struct HostedCluster {
-  HostedCluster() {
-    for (int i = 1; i <= 3; ++i) masters.push_back(std::make_unique<HostedMaster>("m" + std::to_string(i)));
-    std::vector<std::string> args{"--config", dir.write("config.yaml", kTcpChecks).string()};
-    for (const auto& m : masters) args.insert(args.end(), {"--target", m->address()});
-    lb.emplace(args);
+// Three hosted masters m1..m3 and a balancer in the root namespace in front of them. `config` is
+// the balancer's config file.
+class HostedCluster {
+ public:
+  explicit HostedCluster(std::string_view config = kTcpChecks) {
+    for (int i = 1; i <= 3; ++i) masters_.push_back(std::make_unique<HostedMaster>("m" + std::to_string(i)));
+    std::vector<std::string> args{"--config", dir_.write("config.yaml", config).string()};
+    for (const auto& m : masters_) args.insert(args.end(), {"--target", m->address()});
+    lb_.emplace(args);
   }
-  HostedMaster& master(int i) { return *masters.at(static_cast<std::size_t>(i - 1)); }
+  HostedMaster& master(int i) { return *masters_.at(static_cast<std::size_t>(i - 1)); }
+  LbProcess& lb() { return *lb_; }
+  std::size_t mark() { return lb_->process().log().size(); }
   bool all_up() {
-    for (const auto& m : masters)
-      if (!wait_state(*lb, m->address(), "up")) return false;
+    for (const auto& m : masters_)
+      if (!wait_state(*lb_, m->address(), "up")) return false;
     return true;
   }
 
-  std::vector<std::unique_ptr<HostedMaster>> masters;
-  TempDir dir;
-  std::optional<LbProcess> lb;  // declared last: stops first
+ private:
+  std::vector<std::unique_ptr<HostedMaster>> masters_;
+  TempDir dir_;
+  std::optional<LbProcess> lb_;  // declared last: stops first
 };
+
+// Failures and the slowest requests among `requests`, for the checks and the printout.
+struct LoadSummary {
+  std::size_t failed = 0;
+  std::size_t answered_by_m2 = 0;
+  std::size_t slow = 0;  // waited for at least one connect timeout
+  steady_clock::duration slowest{};
+};
+LoadSummary summarize(const std::vector<Load::Result>& requests) {
+  LoadSummary s;
+  for (const auto& r : requests) {
+    if (r.answered_by.empty()) ++s.failed;
+    if (r.answered_by == "m2") ++s.answered_by_m2;
+    if (r.took >= kConnectTimeout) ++s.slow;
+    s.slowest = std::max(s.slowest, r.took);
+  }
+  return s;
+}
+// Every request from `origin` on, as start+duration in ms after `origin` and who answered ("-" for
+// nobody): the timeline a failed check prints.
+std::string timeline(Loads& load, steady_clock::time_point origin) {
+  std::string text = "requests (start+duration ms, answered by):";
+  for (const auto& r : load.since(origin))
+    text += " " + std::to_string(ms(r.started - origin)) + "+" + std::to_string(ms(r.took)) +
+            (r.answered_by.empty() ? "-" : r.answered_by);
+  return text;
+}
 
 TEST(Blackhole, ASilentHostIsMarkedDownByActiveChecksAloneWithinTheBound) {
   if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
   HostedCluster c;
-  LbProcess& lb = *c.lb;
-  ASSERT_TRUE(c.all_up()) << lb.process().log();
+  ASSERT_TRUE(c.all_up()) << c.lb().process().log();
 
-  const auto from = lb.process().log().size();
+  const auto from = c.mark();
   const auto blackholing = steady_clock::now();
   const BlackholeMethod method = c.master(2).host().blackhole();  // no client traffic: no passive failure
-  const auto down = wait_state(lb, c.master(2).address(), "down", from);
-  ASSERT_TRUE(down) << lb.process().log();
-  std::printf("blackhole (%s), no traffic: marked down %lld ms after the blackhole "
-              "(tcp checks, interval 1s, timeout 500ms, fall 2; bound %lld ms)\n",
-              method_name(method), ms(*down - blackholing), ms(kDetectionBound));
+  std::string why;
+  const auto down = wait_state(c.lb(), c.master(2).address(), "down", from, &why);
+  ASSERT_TRUE(down) << c.lb().process().log();
+  std::printf("blackhole (%s), no traffic: marked down %lld ms after the blackhole (\"%s\"; tcp checks, "
+              "interval 1s, timeout 500ms, fall 2; bound %lld ms)\n",
+              method_name(method), ms(*down - blackholing), why.c_str(), ms(kDetectionBound));
   EXPECT_LE(*down - blackholing, kDetectionBound);
 }
 
 TEST(Blackhole, ASilentHostIsDownWithinTheBoundItsConnectionsCloseAndNoClientFails) {
   if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
   HostedCluster c;
-  LbProcess& lb = *c.lb;
+  LbProcess& lb = c.lb();
   ASSERT_TRUE(c.all_up()) << lb.process().log();
 
   // Long-lived connections (watches): least_connections spreads six over three masters.
@@ -316,19 +346,20 @@ TEST(Blackhole, ASilentHostIsDownWithinTheBoundItsConnectionsCloseAndNoClientFai
   ASSERT_EQ(held.size(), 3u) << "least_connections should reach every master";
   for (const char* name : {"m1", "m2", "m3"}) EXPECT_EQ(held[name].size(), 2u) << name;
 
-  Load load(lb.endpoint());
+  Loads load(lb.endpoint(), 2);
   ASSERT_TRUE(wait_until([&] { return load.total() > 30; }, kDeadline));
 
-  const auto from = lb.process().log().size();
+  const auto from = c.mark();
   const auto blackholing = steady_clock::now();
   const BlackholeMethod method = c.master(2).host().blackhole();
   const auto blackholed = steady_clock::now();  // from here on m2's host is silent for sure
-  const auto down = wait_state(lb, c.master(2).address(), "down", from);
+  std::string why;
+  const auto down = wait_state(lb, c.master(2).address(), "down", from, &why);
   ASSERT_TRUE(down) << lb.process().log();
-  std::printf("blackhole (%s, took %lld ms): marked down %lld ms after the blackhole "
-              "(tcp checks, interval 1s, timeout 500ms, fall 2; bound %lld ms)\n",
-              method_name(method), ms(blackholed - blackholing),
-              ms(*down - blackholing), ms(kDetectionBound));
+  std::printf("blackhole (%s, took %lld ms), under load: marked down %lld ms after the blackhole (\"%s\"; "
+              "bound %lld ms)\n",
+              method_name(method), ms(blackholed - blackholing), ms(*down - blackholing), why.c_str(),
+              ms(kDetectionBound));
   EXPECT_LE(*down - blackholing, kDetectionBound);
 
   // Its established connections are closed by the balancer (the host itself says nothing).
@@ -355,30 +386,63 @@ TEST(Blackhole, ASilentHostIsDownWithinTheBoundItsConnectionsCloseAndNoClientFai
   ASSERT_TRUE(wait_until([&] { return steady_clock::now() > *down + 1s && load.total() > at_down + 50; }, kDeadline));
   load.stop();
   EXPECT_TRUE(lb.process().running()) << "the balancer must survive a silent master";
-  const auto after = load.since(blackholed);
-  std::size_t failed = 0, slow_after_down = 0;
-  steady_clock::duration slowest_before_down{}, slowest_after_down{};
-  for (const auto& r : after) {
-    if (r.answered_by.empty()) ++failed;
-    EXPECT_NE(r.answered_by, "m2");
-    if (r.started < *down) {
-      slowest_before_down = std::max(slowest_before_down, r.took);
-    } else {
-      slowest_after_down = std::max(slowest_after_down, r.took);
-      if (r.took >= kConnectTimeout) ++slow_after_down;
-    }
-  }
-  std::printf("blackhole: %zu new client connections after the blackhole, %zu failed; slowest %lld ms "
-              "before it was marked down, %lld ms after\n",
-              after.size(), failed, ms(slowest_before_down), ms(slowest_after_down));
-  // On failure: every request from the blackhole on, as start+duration (ms after the blackhole)
-  // and who answered ("-" for nobody).
-  std::string timeline = "marked down at " + std::to_string(ms(*down - blackholing)) + " ms; requests:";
-  for (const auto& r : load.since(blackholing))
-    timeline += " " + std::to_string(ms(r.started - blackholing)) + "+" + std::to_string(ms(r.took)) +
-                (r.answered_by.empty() ? "-" : r.answered_by);
-  EXPECT_EQ(failed, 0u) << "a connect timeout must be retried on another target, invisibly\n" << timeline;
-  EXPECT_EQ(slow_after_down, 0u) << "a target marked down must get no new connection attempts\n" << timeline;
+  // Requests that started while the blackhole was being set up may have reached m2 before it went
+  // silent and be lost with it (as with a crash); those that started after must all succeed.
+  const auto after = summarize(load.since(blackholed)), after_down = summarize(load.since(*down));
+  std::printf("blackhole: %zu new client connections after the blackhole, %zu failed; %zu retried after a "
+              "connect timeout; slowest after it was marked down %lld ms\n",
+              load.since(blackholed).size(), after.failed, summarize(load.since(blackholing)).slow,
+              ms(after_down.slowest));
+  EXPECT_EQ(after.failed, 0u) << "a connect timeout must be retried on another target, invisibly\n"
+                              << timeline(load, blackholing);
+  EXPECT_EQ(after.answered_by_m2, 0u);
+  EXPECT_EQ(after_down.slow, 0u) << "a target marked down must get no new connection attempts\n"
+                                 << timeline(load, blackholing);
+}
+
+// Round robin sends every third new connection to the silent host until it is down, so connect
+// timeouts are certain here. The load starts only once the host is silent: a request caught in
+// flight by the blackhole would be lost with the host (as with a crash) and would stall its thread.
+constexpr std::string_view kRoundRobin = R"(
+balance: round_robin
+health: { mode: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2 }
+upstream: { connect_timeout: 500ms }
+threads: 2
+)";
+
+TEST(Blackhole, ConnectsThatTimeOutOnASilentHostAreRetriedElsewhereAndItIsProbedAtOnce) {
+  if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
+  HostedCluster c(kRoundRobin);
+  LbProcess& lb = c.lb();
+  ASSERT_TRUE(c.all_up()) << lb.process().log();
+
+  const auto from = c.mark();
+  const auto blackholing = steady_clock::now();
+  c.master(2).host().blackhole();
+  const auto blackholed = steady_clock::now();
+  Loads load(lb.endpoint(), 2);
+  std::string why;
+  const auto down = wait_state(lb, c.master(2).address(), "down", from, &why);
+  ASSERT_TRUE(down) << lb.process().log();
+  const auto at_down = load.total();
+  ASSERT_TRUE(wait_until([&] { return steady_clock::now() > *down + 1s && load.total() > at_down + 50; }, kDeadline));
+  load.stop();
+
+  const auto all = load.since(blackholed);
+  const auto s = summarize(all);
+  std::printf("blackhole, round robin, load from the blackhole on: marked down %lld ms after the blackhole "
+              "(\"%s\"); %zu new client connections, %zu failed, %zu retried after a connect timeout, "
+              "slowest %lld ms\n",
+              ms(*down - blackholing), why.c_str(), all.size(), s.failed, s.slow, ms(s.slowest));
+  EXPECT_GT(s.slow, 0u) << "round robin should have tried the silent host\n" << timeline(load, blackholing);
+  EXPECT_EQ(s.failed, 0u) << "a connect timeout must be retried on another target, invisibly\n"
+                          << timeline(load, blackholing);
+  // A client's connect timeout counts as a failed check and triggers an immediate probe: with fall 2
+  // the host is down at most two connect timeouts after the first client hit it, sooner than the
+  // active checks alone (up to interval + 2 x timeout) would say so.
+  EXPECT_LE(*down - blackholing, kConnectTimeout * 2 + 250ms) << timeline(load, blackholing);
+  EXPECT_LT(s.slowest, kConnectTimeout * 2) << "one timeout, then a target that answers\n"
+                                            << timeline(load, blackholing);
 }
 
 }  // namespace

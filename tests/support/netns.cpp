@@ -7,13 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
-#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
@@ -272,13 +269,13 @@ const std::string& TestHost::unavailable_reason() {
     if (ip.empty()) return "test hosts need `ip` from iproute2, which is not installed";
     // Namespaces left by test processes that were killed before their destructors ran.
     std::error_code ec;
-    const std::regex ours(R"(apilb-(\d+)-\d+)");
     for (const auto& entry : fs::directory_iterator("/run/netns", ec)) {
       const std::string name = entry.path().filename().string();
-      std::smatch m;
-      if (!std::regex_match(name, m, ours)) continue;
-      const std::string pid = m[1];
-      if (pid == std::to_string(::getpid()) || fs::exists("/proc/" + pid)) continue;
+      if (!name.starts_with("apilb-")) continue;  // apilb-PID-INDEX
+      const auto dash = name.find('-', 6);
+      const std::string pid = name.substr(6, dash == std::string::npos ? dash : dash - 6);
+      const bool digits = !pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos;
+      if (!digits || pid == std::to_string(::getpid()) || fs::exists("/proc/" + pid)) continue;
       run_command({ip.string(), "netns", "del", name});
     }
     try {
