@@ -189,7 +189,7 @@ Result<bool> update_feed(const std::filesystem::path& file, const FeedEdit& edit
   if (mode == UpdateMode::edit) {
     auto current = load_feed(file);
     if (!current) {
-      Error e = std::move(current.error());
+      Error e = current.error();
       if (e.line > 0)  // it parsed badly, rather than failed to read
         e.reason +=
             " (nothing changed: fix the file, or replace it with `apiserver-lb targets set`)";

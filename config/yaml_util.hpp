@@ -8,6 +8,7 @@
 #include "config/duration.hpp"
 #include "config/error.hpp"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -138,6 +139,8 @@ Result<T> parse_document(std::string_view yaml, std::string_view file, Read read
     return read(YAML::Load(std::string(yaml)));
   } catch (const Invalid& e) {
     return error(e.mark, e.field, e.reason);
+  } catch (const YAML::DeepRecursion& e) {  // its own message says "bad file"
+    return error(e.mark, "", "invalid YAML: nested too deeply (" + std::to_string(e.depth()) + " levels)");
   } catch (const YAML::Exception& e) {
     return error(e.mark, "", "invalid YAML: " + e.msg);
   }

@@ -184,6 +184,9 @@ awaitable<ProbeResult> Prober::Impl::check(asio::any_io_executor executor, tcp::
   co_await asio::this_coro::throw_if_cancelled(false);
 
   tcp::socket socket(executor);
+  boost::system::error_code open_ec;
+  socket.open(endpoint.protocol(), open_ec);
+  if (open_ec) co_return ProbeResult{Outcome::inconclusive, "cannot open a socket: " + open_ec.message(), {}};
   auto [connect_ec] = co_await socket.async_connect(endpoint, use_nothrow);
   if (connect_ec) co_return failed(describe(connect_ec));
   if (health.mode == HealthMode::tcp) co_return passed();
@@ -249,20 +252,6 @@ awaitable<ProbeResult> Prober::probe(asio::any_io_executor executor, tcp::endpoi
   }
   result.latency = std::chrono::steady_clock::now() - start;
   co_return result;
-}
-
-std::string failing_checks(std::string_view verbose_body) {
-  std::string checks;
-  while (!verbose_body.empty()) {
-    const auto newline = verbose_body.find('\n');
-    std::string_view line = verbose_body.substr(0, newline);
-    verbose_body.remove_prefix(newline == std::string_view::npos ? verbose_body.size() : newline + 1);
-    if (line.ends_with('\r')) line.remove_suffix(1);
-    if (!line.starts_with("[-]")) continue;
-    if (!checks.empty()) checks += "; ";
-    checks += line;
-  }
-  return checks;
 }
 
 }  // namespace apilb::healthcheck

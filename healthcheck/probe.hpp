@@ -1,6 +1,7 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "healthcheck/readyz.hpp"  // failing_checks(), which the https probe uses for its reasons
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -15,7 +16,9 @@ namespace apilb::healthcheck {
 // What one active check found. `failed`: the port did not answer (refused, timeout, TLS handshake
 // failed) -> the target goes down. `not_ready`: it answered but /readyz was not 200 (an apiserver in
 // its graceful shutdown window, or one whose etcd is gone) -> the target drains.
-enum class Outcome { passed, not_ready, failed };
+// `inconclusive`: the check could not even start on our side (no socket: out of descriptors or
+// memory) -> says nothing about the target; the supervisor leaves its state as it was.
+enum class Outcome { passed, not_ready, failed, inconclusive };
 
 struct ProbeResult {
   Outcome outcome = Outcome::failed;
@@ -48,9 +51,5 @@ class Prober {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// The failing checks of a `/readyz?verbose` body, joined: "[-]etcd failed: reason withheld".
-// Empty when the body has no "[-]" line. Pure; fuzzed.
-std::string failing_checks(std::string_view verbose_body);
 
 }  // namespace apilb::healthcheck

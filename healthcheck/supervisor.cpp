@@ -162,6 +162,7 @@ std::chrono::milliseconds Supervisor::next_delay(const Checker& c) {
 
 void Supervisor::record(Checker& c, ProbeResult result, bool active) {
   if (active) c.checks.observe(std::chrono::duration<double>(result.latency).count());
+  if (result.outcome == Outcome::inconclusive) return;  // our shortage, not the target's
   const bool passed = result.outcome == Outcome::passed;
   if (!passed) c.last_failure = result.outcome;
   c.rise_fall.record(passed);

@@ -235,6 +235,9 @@ awaitable<void> Forwarder::Impl::serve(int fd, tcp protocol) {
       break;
     }
     if (!c.client.is_open()) co_return;  // closed by shutdown while connecting
+    // No socket at all (EMFILE, ENFILE, ENOBUFS): our shortage, not the target's fault. Do not
+    // count it against the target nor try the others, which would fail the same way.
+    if (!c.upstream.is_open()) break;
     c.upstream.close(ec);
     target.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
     const std::string reason = describe(failure);

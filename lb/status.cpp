@@ -41,6 +41,7 @@ std::string_view to_string(Outcome o) {
     case Outcome::passed: return "passed";
     case Outcome::not_ready: return "not_ready";
     case Outcome::failed: return "failed";
+    case Outcome::inconclusive: return "inconclusive";
   }
   return "?";
 }

@@ -671,5 +671,20 @@ TEST(ParseLogLevel, ReadsEachLevelAndNothingElse) {
   EXPECT_EQ(parse_log_level(""), std::nullopt);
 }
 
+// Found while writing the fuzzers (tests/fuzz): nesting deep enough to overflow a recursive parser
+// is refused by yaml-cpp (0.7's depth guard) with an exception, which must come out as an error
+// naming the place, like any other.
+TEST(ParseConfig, RefusesDeeplyNestedYamlWithAnErrorInsteadOfOverflowingTheStack) {
+  std::string dashes = "targets:\n";
+  for (int i = 0; i < 20000; ++i) dashes += "- ";
+  for (const std::string& yaml : {std::string(100000, '['), "health: " + std::string(50000, '{'), dashes + "10.0.0.1\n"}) {
+    const auto result = parse_config(yaml, "config.yaml");
+    ASSERT_FALSE(result) << yaml.substr(0, 40);
+    EXPECT_TRUE(result.error().message().starts_with("config.yaml:")) << result.error().message();
+    EXPECT_NE(result.error().message().find(": invalid YAML: nested too deeply ("), std::string::npos)
+        << result.error().message();
+  }
+}
+
 }  // namespace
 }  // namespace apilb::config

@@ -308,5 +308,17 @@ TEST(UpdateFeed, LosesNoUpdateFromConcurrentWriters) {
   EXPECT_EQ(names(dir), (std::vector<std::string>{"targets.yaml", "targets.yaml.lock"}));
 }
 
+// As for the config file (see ParseConfig.RefusesDeeplyNestedYaml...): a feed is written by other
+// programs, and a runaway one must not crash the balancer that watches it.
+TEST(ParseFeed, RefusesDeeplyNestedYamlWithAnErrorInsteadOfOverflowingTheStack) {
+  for (const std::string& yaml : {"targets: " + std::string(100000, '['), "targets:\n  - " + std::string(50000, '{')}) {
+    const auto result = parse_feed(yaml, "targets.yaml");
+    ASSERT_FALSE(result) << yaml.substr(0, 40);
+    EXPECT_TRUE(result.error().message().starts_with("targets.yaml:")) << result.error().message();
+    EXPECT_NE(result.error().message().find(": invalid YAML: nested too deeply ("), std::string::npos)
+        << result.error().message();
+  }
+}
+
 }  // namespace
 }  // namespace apilb::config

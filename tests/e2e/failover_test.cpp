@@ -157,8 +157,8 @@ TEST(Failover, ACrashedMasterStopsGettingConnectionsWithinTheBoundAndNoClientFai
   ASSERT_TRUE(wait_until([&] { return load.total() > 30; }, kDeadline));
 
   const auto from = c.mark();
+  c.kill(2);  // SIGKILL and reap: requests started from now on are new, none is in flight on m2
   const auto killed = steady_clock::now();
-  c.kill(2);
   const auto down = c.wait_state(2, "down", from);
   ASSERT_TRUE(down) << c.lb().process().log();
   std::printf("crash: marked down %lld ms after SIGKILL (interval 1s, fall 2)\n", ms(*down - killed));

@@ -154,8 +154,13 @@ sc = c["securityContext"]
 check(sc["runAsNonRoot"] is True and sc["runAsUser"] != 0, "runs as non-root")
 check(sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], "no privileges")
 volumes = {v["name"]: v for v in spec["volumes"]}
-(mount,) = c["volumeMounts"]
+mounts = {m["name"]: m for m in c["volumeMounts"]}
+mount = mounts["config"]
 volume = volumes[mount["name"]]
+check(volumes["state"]["hostPath"]["path"] == "/var/lib/apiserver-lb" and
+      mounts["state"]["mountPath"] == "/var/lib/apiserver-lb" and
+      any(e["name"] == "STATE_DIRECTORY" and e["value"] == "/var/lib/apiserver-lb" for e in c["env"]),
+      "a writable state directory for the last good target list")
 check(volume["hostPath"]["path"] == "/etc/apiserver-lb" and volume["hostPath"]["type"] == "Directory",
       "the config directory from hostPath (a directory: the targets file is replaced by rename)")
 check(mount["mountPath"] == "/etc/apiserver-lb" and mount.get("readOnly") is True, "mounted read-only at /etc/apiserver-lb")
