@@ -44,24 +44,7 @@ class TlsClient {
     stream_.handshake(ssl::stream_base::client);
   }
   // GET / on this connection: the stand-in's name, or "" when the connection is gone.
-  std::string who() {
-    boost::system::error_code ec;
-    const std::string request = "GET / HTTP/1.1\r\nHost: apiserver\r\n\r\n";
-    asio::write(stream_, asio::buffer(request), ec);
-    if (ec) return "";
-    const std::size_t head = asio::read_until(stream_, asio::dynamic_buffer(buffer_), "\r\n\r\n", ec);
-    if (ec) return "";
-    std::size_t length = 0;
-    const auto at = buffer_.find("Content-Length: ");
-    if (at != std::string::npos && at < head) length = std::stoul(buffer_.substr(at + 16));
-    if (buffer_.size() < head + length)
-      asio::read(stream_, asio::dynamic_buffer(buffer_), asio::transfer_exactly(head + length - buffer_.size()), ec);
-    if (ec) return "";
-    std::string body = buffer_.substr(head, length);
-    buffer_.erase(0, head + length);
-    while (!body.empty() && body.back() == '\n') body.pop_back();
-    return body;
-  }
+  std::string who() { return who_answers(stream_, buffer_); }
   // True once the balancer has closed this connection, within `deadline`.
   bool closed_within(std::chrono::milliseconds deadline) {
     return peer_closed_within(stream_.next_layer(), deadline);

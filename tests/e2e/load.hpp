@@ -6,6 +6,9 @@
 #include "tests/support/wait.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -87,6 +90,29 @@ inline bool peer_closed_within(boost::asio::ip::tcp::socket& socket, std::chrono
     socket.receive(boost::asio::buffer(&byte, 1), boost::asio::ip::tcp::socket::message_peek, ec);
     return ec && ec != boost::asio::error::would_block;
   }, deadline, std::chrono::milliseconds(2));
+}
+
+// `GET /` on a kept-alive connection (plain or TLS stream) to a stand-in apiserver: its name, or ""
+// when the connection is gone. `buffer` carries bytes read past one response to the next call.
+template <typename Stream>
+std::string who_answers(Stream& stream, std::string& buffer) {
+  namespace asio = boost::asio;
+  boost::system::error_code ec;
+  const std::string request = "GET / HTTP/1.1\r\nHost: apiserver\r\n\r\n";
+  asio::write(stream, asio::buffer(request), ec);
+  if (ec) return "";
+  const std::size_t head = asio::read_until(stream, asio::dynamic_buffer(buffer), "\r\n\r\n", ec);
+  if (ec) return "";
+  std::size_t length = 0;
+  const auto at = buffer.find("Content-Length: ");
+  if (at != std::string::npos && at < head) length = std::stoul(buffer.substr(at + 16));
+  if (buffer.size() < head + length)
+    asio::read(stream, asio::dynamic_buffer(buffer), asio::transfer_exactly(head + length - buffer.size()), ec);
+  if (ec) return "";
+  std::string body = buffer.substr(head, length);
+  buffer.erase(0, head + length);
+  while (!body.empty() && body.back() == '\n') body.pop_back();
+  return body;
 }
 
 }  // namespace apilb::test

@@ -93,24 +93,7 @@ class HttpClient {
  public:
   explicit HttpClient(const tcp::endpoint& ep) : socket_(io_) { socket_.connect(ep); }
   // GET / on this connection: the stand-in's name, or "" when the connection is gone.
-  std::string who() {
-    boost::system::error_code ec;
-    const std::string request = "GET / HTTP/1.1\r\nHost: apiserver\r\n\r\n";
-    asio::write(socket_, asio::buffer(request), ec);
-    if (ec) return "";
-    const std::size_t head = asio::read_until(socket_, asio::dynamic_buffer(buffer_), "\r\n\r\n", ec);
-    if (ec) return "";
-    std::size_t length = 0;
-    const auto at = buffer_.find("Content-Length: ");
-    if (at != std::string::npos && at < head) length = std::stoul(buffer_.substr(at + 16));
-    if (buffer_.size() < head + length)
-      asio::read(socket_, asio::dynamic_buffer(buffer_), asio::transfer_exactly(head + length - buffer_.size()), ec);
-    if (ec) return "";
-    std::string body = buffer_.substr(head, length);
-    buffer_.erase(0, head + length);
-    while (!body.empty() && body.back() == '\n') body.pop_back();
-    return body;
-  }
+  std::string who() { return who_answers(socket_, buffer_); }
   // True once the balancer has closed this connection (EOF or reset). Does not block.
   bool closed() {
     socket_.non_blocking(true);
