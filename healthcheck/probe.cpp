@@ -222,6 +222,9 @@ awaitable<ProbeResult> Prober::Impl::ask_readyz(ssl::stream<tcp::socket>& stream
   const unsigned status = response.result_int();
   if (status == 200) co_return passed();
   std::string reason = "HTTP " + std::to_string(status);
+  // A cluster without anonymous access answers every target alike: say what to change.
+  if ((status == 401 || status == 403) && health.cert_file.empty())
+    reason += " (anonymous " + health.path + " refused: set health.cert_file and key_file, or use mode tls)";
   if (const std::string checks = failing_checks(response.body()); !checks.empty()) reason += ": " + checks;
   co_return not_ready(std::move(reason));
 }

@@ -25,6 +25,11 @@ constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr int kFastDivisor = 4;
 constexpr auto kFastFloor = std::chrono::milliseconds(100);
 
+// A coroutine that throws is a bug: let it reach run() and stop the process.
+void rethrow_bug(std::exception_ptr e) {
+  if (e) std::rethrow_exception(e);
+}
+
 std::string seconds(steady_clock::duration d) {
   return fmt::format("{:.1f}s", std::chrono::duration<double>(d).count());
 }
@@ -75,6 +80,7 @@ struct Supervisor::Checker {
   CheckHistogram checks;
   std::uint64_t left_service = 0;
   asio::steady_timer timer;
+  int in_flight = 0;  // probes started and not finished
   bool stopped = false;
 };
 
@@ -93,7 +99,8 @@ Supervisor::~Supervisor() {
   }
 }
 
-void Supervisor::set_targets(const std::vector<TargetSpec>& specs) {
+void Supervisor::set_targets(const std::vector<TargetSpec>& specs,
+                             const std::optional<config::Address>& first_master) {
   std::vector<std::shared_ptr<Checker>> next;
   for (const TargetSpec& spec : specs) {
     auto same = std::find_if(checkers_.begin(), checkers_.end(), [&](const auto& c) {
@@ -107,9 +114,7 @@ void Supervisor::set_targets(const std::vector<TargetSpec>& specs) {
     }
     auto checker = std::make_shared<Checker>(executor_, spec, health_);
     next.push_back(checker);
-    asio::co_spawn(executor_, check_loop(std::move(checker)), [](std::exception_ptr e) {
-      if (e) std::rethrow_exception(e);  // a bug: let it reach run() and stop the process
-    });
+    asio::co_spawn(executor_, check_loop(std::move(checker)), rethrow_bug);
   }
   for (auto& gone : checkers_) {
     if (!gone) continue;
@@ -117,45 +122,97 @@ void Supervisor::set_targets(const std::vector<TargetSpec>& specs) {
     gone->timer.cancel();
   }
   checkers_ = std::move(next);
+  const bool is_target = first_master && std::ranges::any_of(specs, [&](const TargetSpec& spec) {
+    return spec.address == *first_master;
+  });
+  set_last_resort(is_target ? std::nullopt : first_master);
   publish();
 }
 
-awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
+void Supervisor::set_last_resort(const std::optional<config::Address>& address) {
+  if (!address) {
+    last_resort_.reset();
+    return;
+  }
+  if (last_resort_ && last_resort_->address == *address) return;  // keeps its counters
+  Target t;
+  t.address = *address;
+  t.name = address->to_string();
+  t.origin = Origin::fallback;
+  t.state = TargetState::down;  // never checked: used only when every checked target is down
+  boost::system::error_code ec;
+  const auto ip = asio::ip::make_address(address->host, ec);
+  if (!ec) t.endpoint = tcp::endpoint(ip, address->port);
+  last_resort_ = std::move(t);
+  if (ec) asio::co_spawn(executor_, resolve_last_resort(*address), rethrow_bug);
+}
+
+awaitable<void> Supervisor::resolve_last_resort(config::Address address) {
   tcp::resolver resolver(executor_);
+  const std::string port = std::to_string(address.port);  // named: see check_once
+  auto [ec, found] = co_await resolver.async_resolve(address.host, port, use_nothrow);
+  if (ec || found.empty()) {
+    spdlog::warn("first_master {}: cannot resolve it ({}); panic mode goes without it",
+                 address.to_string(), ec.message());
+    co_return;
+  }
+  if (!last_resort_ || last_resort_->address != address) co_return;  // replaced meanwhile
+  last_resort_->endpoint = found.begin()->endpoint();
+  publish();
+}
+
+// One check loop per target. A probe starts every tick without waiting for the one before: a
+// silent (blackholed) target answers nothing, so each of its probes runs the whole timeout, and
+// probes taken one after another would need interval + fall x timeout to reach `fall` failures.
+// Overlapping (at most `fall` in flight) it takes interval + (fall - 1) x fast interval + timeout.
+// A probe still pending after a fast interval is suspect, and so is a change that is building:
+// both bring the next probe forward.
+awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
   while (!c->stopped) {
     const auto started = steady_clock::now();
-    ProbeResult result;
-    if (!config::is_ip_literal(c->spec.address.host)) {
-      // Names are resolved for every check, so a master that changes address is followed.
-      // A named port, not a temporary inside the co_await expression: GCC 12 miscompiles those.
-      const std::string port = std::to_string(c->spec.address.port);
-      auto [ec, found] = co_await resolver.async_resolve(c->spec.address.host, port, use_nothrow);
-      if (c->stopped) co_return;
-      if (ec || found.empty()) {
-        result.reason = "cannot resolve " + c->spec.address.host + ": " + ec.message();
-      } else if (found.begin()->endpoint() != c->endpoint) {
-        c->endpoint = found.begin()->endpoint();
-        publish();
-      }
+    if (c->in_flight < health_.fall) {
+      ++c->in_flight;
+      asio::co_spawn(executor_, check_once(c), rethrow_bug);
     }
-    if (c->endpoint.port() != 0 && result.reason.empty()) {
-      const std::shared_ptr<Prober> prober = prober_;
-      result = co_await prober->probe(executor_, c->endpoint, c->spec.address.host);
-    }
-    if (c->stopped) co_return;
-    record(*c, std::move(result), true);
-
-    c->timer.expires_at(started + next_delay(*c));
-    co_await c->timer.async_wait(use_nothrow);  // cancelled: check now
+    c->timer.expires_at(started + fast_interval());
+    auto [cancelled] = co_await c->timer.async_wait(use_nothrow);  // cancelled: check now
+    if (cancelled || c->in_flight > 0 || c->rise_fall.in_transition()) continue;
+    c->timer.expires_at(started + next_delay());
+    co_await c->timer.async_wait(use_nothrow);
   }
 }
 
-std::chrono::milliseconds Supervisor::next_delay(const Checker& c) {
-  auto interval = health_.interval;
-  if (c.rise_fall.in_transition())
-    interval = std::max<std::chrono::milliseconds>(interval / kFastDivisor, kFastFloor);
+awaitable<void> Supervisor::check_once(std::shared_ptr<Checker> c) {
+  ProbeResult result;
+  if (!config::is_ip_literal(c->spec.address.host)) {
+    // Names are resolved for every check, so a master that changes address is followed.
+    // A named port, not a temporary inside the co_await expression: GCC 12 miscompiles those.
+    const std::string port = std::to_string(c->spec.address.port);
+    tcp::resolver resolver(executor_);
+    auto [ec, found] = co_await resolver.async_resolve(c->spec.address.host, port, use_nothrow);
+    if (ec || found.empty()) {
+      result.reason = "cannot resolve " + c->spec.address.host + ": " + ec.message();
+    } else if (found.begin()->endpoint() != c->endpoint && !c->stopped) {
+      c->endpoint = found.begin()->endpoint();
+      publish();
+    }
+  }
+  if (c->endpoint.port() != 0 && result.reason.empty() && !c->stopped) {
+    const std::shared_ptr<Prober> prober = prober_;
+    result = co_await prober->probe(executor_, c->endpoint, c->spec.address.host);
+  }
+  --c->in_flight;
+  if (!c->stopped) record(*c, std::move(result), true);
+}
+
+std::chrono::milliseconds Supervisor::fast_interval() const {
+  return std::max<std::chrono::milliseconds>(health_.interval / kFastDivisor, kFastFloor);
+}
+
+std::chrono::milliseconds Supervisor::next_delay() {
+  const auto interval = health_.interval;
   // Up to 10% earlier, never later, so targets checked in step drift apart without stretching
-  // the detection bound (interval x fall).
+  // the detection bound.
   random_ ^= random_ << 13, random_ ^= random_ >> 7, random_ ^= random_ << 17;
   return interval - std::chrono::milliseconds(random_ % (interval.count() / 10 + 1));
 }
@@ -221,12 +278,16 @@ void Supervisor::publish() {
     t.stats = c->stats;
     targets.push_back(std::move(t));
   }
+  const Target* last_resort =
+      last_resort_ && last_resort_->endpoint.port() != 0 ? &*last_resort_ : nullptr;
   current_ = std::make_shared<const TargetSet>(++generation_, std::move(targets),
-                                               on_target_down_ == config::OnTargetDown::close);
+                                               on_target_down_ == config::OnTargetDown::close,
+                                               last_resort);
   if (current_->panic() != panic_) {
     panic_ = current_->panic();
     if (panic_) {
-      spdlog::error("panic mode: no target is healthy; trying every target in turn");
+      spdlog::error("panic mode: no target is healthy; trying every target in turn{}",
+                    last_resort ? ", then first_master " + last_resort->name : std::string());
     } else {
       spdlog::info("panic mode over: a target is healthy again");
     }

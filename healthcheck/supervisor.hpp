@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,7 @@ struct TargetStatus {
 };
 
 // Decides who is healthy. Runs one check loop per target on the control executor (active probes on
-// a jittered timer, faster while a change builds), folds in the connect failures workers report
+// a jittered timer, faster while a change builds or a probe hangs, up to `fall` in flight), folds in the connect failures workers report
 // (passive checks: each counts as a failed check and triggers an immediate probe), and publishes an
 // immutable TargetSet whenever a target's state changes. Every member function runs on the control
 // executor. Must outlive the executor's run(); destroy it before the io_context.
@@ -63,8 +64,10 @@ class Supervisor {
   Supervisor& operator=(const Supervisor&) = delete;
 
   // Replaces the target list: new targets start unknown and are checked at once; targets that stay
-  // keep their state and counters; removed ones stop being checked. Publishes.
-  void set_targets(const std::vector<TargetSpec>& specs);
+  // keep their state and counters; removed ones stop being checked. `first_master`, when it is not
+  // one of them, is the last resort of panic mode: never checked, tried after every target. Publishes.
+  void set_targets(const std::vector<TargetSpec>& specs,
+                   const std::optional<config::Address>& first_master = std::nullopt);
   // New health settings (a reload): a new prober for the next checks, rise/fall limits applied to
   // every target without forgetting whether it is up or down. Publishes.
   void reconfigure(const config::Health& health, config::OnTargetDown on_target_down);
@@ -78,9 +81,13 @@ class Supervisor {
  private:
   struct Checker;
   boost::asio::awaitable<void> check_loop(std::shared_ptr<Checker> checker);
+  boost::asio::awaitable<void> check_once(std::shared_ptr<Checker> checker);
   void record(Checker& checker, ProbeResult result, bool active);
   void publish();
-  std::chrono::milliseconds next_delay(const Checker& checker);
+  void set_last_resort(const std::optional<config::Address>& address);
+  boost::asio::awaitable<void> resolve_last_resort(config::Address address);
+  std::chrono::milliseconds fast_interval() const;
+  std::chrono::milliseconds next_delay();
 
   boost::asio::any_io_executor executor_;
   config::Health health_;
@@ -88,6 +95,7 @@ class Supervisor {
   Publish publish_;
   std::shared_ptr<Prober> prober_;  // a check in flight keeps the one it started with
   std::vector<std::shared_ptr<Checker>> checkers_;  // in configuration order
+  std::optional<Target> last_resort_;  // its endpoint unspecified until its name resolves
   TargetSetPtr current_;
   std::uint64_t generation_ = 0;
   std::uint64_t random_ = 0x853c49e6748fea9bULL;

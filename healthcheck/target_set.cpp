@@ -23,7 +23,8 @@ std::string_view to_string(Origin o) noexcept {
   return "?";
 }
 
-TargetSet::TargetSet(std::uint64_t generation, std::vector<Target> targets, bool close_on_down)
+TargetSet::TargetSet(std::uint64_t generation, std::vector<Target> targets, bool close_on_down,
+                     const Target* last_resort)
     : generation_(generation), targets_(std::move(targets)) {
   auto collect = [this](TargetState wanted) {
     for (std::uint32_t i = 0; i < targets_.size(); ++i)
@@ -35,6 +36,10 @@ TargetSet::TargetSet(std::uint64_t generation, std::vector<Target> targets, bool
     // Panic: a broken checker must not take the cluster offline, so try everyone, best first.
     panic_ = !targets_.empty();
     for (std::uint32_t i = 0; i < targets_.size(); ++i) eligible_.push_back(i);
+    if (panic_ && last_resort) {
+      eligible_.push_back(static_cast<std::uint32_t>(targets_.size()));
+      targets_.push_back(*last_resort);
+    }
   }
   // In panic mode every target is "down" yet still used: closing would only cut working streams.
   if (close_on_down && !panic_) {

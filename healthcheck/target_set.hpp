@@ -48,12 +48,16 @@ class TargetSet {
  public:
   // `targets` in preference order (most recently healthy first): the order panic mode tries them in.
   // `close_on_down`: connections to a target that is down in this snapshot are to be closed.
-  TargetSet(std::uint64_t generation, std::vector<Target> targets, bool close_on_down);
+  // `last_resort` (first_master when it is not a target): tried after every target in panic mode,
+  // and only then.
+  TargetSet(std::uint64_t generation, std::vector<Target> targets, bool close_on_down,
+            const Target* last_resort = nullptr);
 
   std::uint64_t generation() const noexcept { return generation_; }
   std::span<const Target> targets() const noexcept { return targets_; }
   // Indices into targets() that may take new connections: the `up` ones; while none has been
-  // checked yet, the `unknown` ones; in panic mode (none up, none unknown), every target.
+  // checked yet, the `unknown` ones; in panic mode (none up, none unknown), every target, then the
+  // last resort (which is in targets() only then).
   std::span<const std::uint32_t> eligible() const noexcept { return eligible_; }
   // No target is up or unchecked: every connection is a gamble on targets believed down.
   bool panic() const noexcept { return panic_; }

@@ -123,7 +123,7 @@ std::vector<healthcheck::TargetSpec> Controller::Impl::target_specs() const {
 // after drain_timeout (a removed master gets time to finish its streams, as with SIGTERM).
 void Controller::Impl::apply_targets() {
   const auto before = supervisor->status();
-  supervisor->set_targets(target_specs());
+  supervisor->set_targets(target_specs(), config.first_master);
   const auto after = supervisor->status();
   std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone;
   for (const auto& old : before) {
@@ -364,7 +364,7 @@ int Controller::run() {
     s.read_feed(true);
     s.watch_feed();
   }
-  s.supervisor->set_targets(s.target_specs());
+  s.supervisor->set_targets(s.target_specs(), s.config.first_master);
   std::string summary;
   for (const Target& t : s.supervisor->current()->targets())
     summary += fmt::format("{}{} ({})", summary.empty() ? "" : ", ", t.name,

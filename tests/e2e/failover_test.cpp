@@ -1,8 +1,8 @@
 // End to end failover: the real apiserver-lb in front of three apiserver-standin processes, real
 // crashes (SIGKILL), hangs (SIGSTOP), readiness flips and certificate mismatches. Each test prints
 // the detection and close times it measured.
+#include "tests/e2e/hosted.hpp"
 #include "tests/e2e/lb_process.hpp"
-#include "tests/e2e/load.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
@@ -31,10 +31,6 @@ constexpr auto kDeadline = 10s;
 constexpr auto kDetectionBound = 2500ms;
 constexpr auto kCloseBound = 1s;
 
-long long ms(steady_clock::duration d) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-}
-
 // A kept-alive HTTPS connection through the balancer (no certificate verification: the balancer
 // passes TLS through, the stand-ins are self-signed). Knows which stand-in answered.
 class TlsClient {
@@ -56,15 +52,6 @@ class TlsClient {
   ssl::stream<tcp::socket> stream_;
   std::string buffer_;
 };
-
-// Plain-HTTP `GET /` through the balancer on a new connection: the stand-in's name or "".
-std::string who_plain(const tcp::endpoint& lb) {
-  const auto reply = http_get(lb, "/", 3s);
-  if (!reply.ok() || reply.status != 200) return "";
-  std::string body = reply.body;
-  while (!body.empty() && body.back() == '\n') body.pop_back();
-  return body;
-}
 
 // Three stand-in masters named m1..m3 and a balancer in front of them.
 class Cluster {
@@ -94,17 +81,7 @@ class Cluster {
   std::optional<steady_clock::time_point> wait_state(int i, const std::string& state,
                                                     std::size_t from = 0,
                                                     std::chrono::milliseconds deadline = kDeadline) {
-    const std::string needle = address(i) + " (config): ";
-    const bool seen = wait_until([&] {
-      const std::string log = lb_->process().log();
-      for (auto at = log.find(needle, from); at != std::string::npos; at = log.find(needle, at + 1)) {
-        const auto eol = log.find('\n', at);
-        if (log.substr(at, eol - at).find("-> " + state + ":") != std::string::npos) return true;
-      }
-      return false;
-    }, deadline, 2ms);
-    if (!seen) return std::nullopt;
-    return steady_clock::now();
+    return test::wait_state(lb_->process(), address(i), state, from, nullptr, deadline);
   }
   void wait_all_up() {
     for (int i = 1; i <= 3; ++i) ASSERT_TRUE(wait_state(i, "up")) << lb_->process().log();
@@ -201,6 +178,21 @@ TEST(Failover, PanicModeKeepsTryingAndTrafficFlowsAsSoonAsOneMasterReturns) {
               ms(steady_clock::now() - restarted));
   EXPECT_TRUE(wait_until([&] { return c.lb().process().log().find("panic mode over", from) != std::string::npos; },
                          kDeadline));
+}
+
+TEST(Failover, PanicModeTriesFirstMasterLastWhenItIsNotATarget) {
+  StandinOptions o;
+  o.name = "first";
+  o.tls = false;
+  StandinProcess first_master(APILB_STANDIN, o);
+  Cluster c(false, std::string(kTcpChecks), {"--first-master", to_string(first_master.endpoint())});
+  c.wait_all_up();
+  for (int i = 0; i < 6; ++i) EXPECT_NE(who_plain(c.lb().endpoint()), "first") << "healthy targets come first";
+
+  for (int i = 1; i <= 3; ++i) c.kill(i);
+  ASSERT_TRUE(c.lb().process().wait_for_log("then first_master " + to_string(first_master.endpoint()), kDeadline))
+      << c.lb().process().log();
+  EXPECT_EQ(who_plain(c.lb().endpoint()), "first") << c.lb().process().log();
 }
 
 constexpr std::string_view kTlsChecks = R"(

@@ -3,9 +3,8 @@
 // a master's host stop answering without RST or ICMP, the failure no single-host test can stage,
 // and prints the detection and close times it measured. Needs root; skipped (with the reason)
 // where network namespaces cannot be made.
+#include "tests/e2e/hosted.hpp"
 #include "tests/e2e/lb_process.hpp"
-#include "tests/e2e/load.hpp"
-#include "tests/support/netns.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
@@ -36,11 +35,6 @@ constexpr auto kDeadline = 10s;
 constexpr auto kDetectionBound = 2500ms;
 constexpr auto kCloseBound = 1s;
 constexpr auto kConnectTimeout = 500ms;  // upstream.connect_timeout below
-constexpr std::uint16_t kApiserverPort = 6443;
-
-long long ms(steady_clock::duration d) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-}
 
 // A raw non-blocking connect from the root namespace, watched for `window`: 0 when it completed,
 // ETIMEDOUT when nothing at all came back in time (no SYN-ACK, no RST, no ICMP), otherwise the
@@ -67,89 +61,6 @@ int connect_outcome(const tcp::endpoint& endpoint, std::chrono::milliseconds win
 }
 
 std::string describe(int outcome) { return outcome == 0 ? "connected" : std::strerror(outcome); }
-
-// An apiserver-standin (plain HTTP) in a TestHost of its own, listening on the host's address,
-// port 6443, when the constructor returns.
-class HostedMaster {
- public:
-  explicit HostedMaster(const std::string& name) {
-    auto argv = host_.run_in();
-    argv.insert(argv.end(), {APILB_STANDIN, "--listen", to_string(endpoint()), "--name", name, "--plain"});
-    process_.emplace(argv.front(), std::vector<std::string>(argv.begin() + 1, argv.end()));
-    if (!process_->wait_for_log(" listening on ", kDeadline))
-      throw std::runtime_error(name + " did not start in " + host_.name() + ":\n" + process_->log());
-  }
-  TestHost& host() { return host_; }
-  tcp::endpoint endpoint() const { return host_.endpoint(kApiserverPort); }
-  std::string address() const { return to_string(endpoint()); }
-
- private:
-  TestHost host_;                        // declared first: it goes last, after the process
-  std::optional<ChildProcess> process_;
-};
-
-// A kept-alive plain-HTTP connection through the balancer. Knows which stand-in answered.
-class HttpClient {
- public:
-  explicit HttpClient(const tcp::endpoint& ep) : socket_(io_) { socket_.connect(ep); }
-  // GET / on this connection: the stand-in's name, or "" when the connection is gone.
-  std::string who() { return who_answers(socket_, buffer_); }
-  // True once the balancer has closed this connection (EOF or reset). Does not block.
-  bool closed() {
-    socket_.non_blocking(true);
-    char byte;
-    boost::system::error_code ec;
-    socket_.receive(asio::buffer(&byte, 1), tcp::socket::message_peek, ec);
-    socket_.non_blocking(false);
-    return ec && ec != asio::error::would_block;
-  }
-
- private:
-  asio::io_context io_;
-  tcp::socket socket_;
-  std::string buffer_;
-};
-
-// Plain-HTTP `GET /` through the balancer on a new connection: the stand-in's name, or "" when it
-// failed. Bounded: a request lost with a silent host fails after 3 s, it never hangs.
-std::string who_plain(const tcp::endpoint& lb) {
-  const auto reply = http_get(lb, "/", 3s);
-  if (!reply.ok() || reply.status != 200) return "";
-  std::string body = reply.body;
-  while (!body.empty() && body.back() == '\n') body.pop_back();
-  return body;
-}
-
-// New-connection load on `threads` threads (a Load each). More than one: a request caught in
-// flight by the blackhole is lost with the host (as with a crash) and stalls its thread until the
-// balancer closes it; the others must keep asking meanwhile.
-class Loads {
- public:
-  Loads(const tcp::endpoint& lb, int threads) {
-    for (int i = 0; i < threads; ++i) loads_.push_back(std::make_unique<Load>([lb] { return who_plain(lb); }));
-  }
-  void stop() {
-    for (auto& load : loads_) load->stop();
-  }
-  std::size_t total() {
-    std::size_t n = 0;
-    for (auto& load : loads_) n += load->total();
-    return n;
-  }
-  // The requests that started after `after`, in the order they started.
-  std::vector<Load::Result> since(steady_clock::time_point after) {
-    std::vector<Load::Result> all;
-    for (auto& load : loads_) {
-      auto some = load->since(after);
-      all.insert(all.end(), some.begin(), some.end());
-    }
-    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.started < b.started; });
-    return all;
-  }
-
- private:
-  std::vector<std::unique_ptr<Load>> loads_;
-};
 
 // ---- TestHost itself ----------------------------------------------------------------------------
 
@@ -212,29 +123,6 @@ upstream: { connect_timeout: 500ms }
 threads: 2
 )";
 
-// Waits for `lb` to log `address (config): ... -> state: why` after `from` (a log size taken
-// earlier: older lines do not count) and returns when it saw it; `why`, if given, gets the reason.
-std::optional<steady_clock::time_point> wait_state(LbProcess& lb, const std::string& address,
-                                                  const std::string& state, std::size_t from = 0,
-                                                  std::string* why = nullptr,
-                                                  std::chrono::milliseconds deadline = kDeadline) {
-  const std::string needle = address + " (config): ";
-  const std::string arrow = "-> " + state + ": ";
-  const bool seen = wait_until([&] {
-    const std::string log = lb.process().log();
-    for (auto at = log.find(needle, from); at != std::string::npos; at = log.find(needle, at + 1)) {
-      const std::string line = log.substr(at, log.find('\n', at) - at);
-      if (const auto to = line.find(arrow); to != std::string::npos) {
-        if (why) *why = line.substr(to + arrow.size(), line.rfind(" (was ") - to - arrow.size());
-        return true;
-      }
-    }
-    return false;
-  }, deadline, 2ms);
-  if (!seen) return std::nullopt;
-  return steady_clock::now();
-}
-
 const char* method_name(BlackholeMethod method) {
   switch (method) {
     case BlackholeMethod::nftables: return "nftables DROP";
@@ -259,7 +147,7 @@ class HostedCluster {
   std::size_t mark() { return lb_->process().log().size(); }
   bool all_up() {
     for (const auto& m : masters_)
-      if (!wait_state(*lb_, m->address(), "up")) return false;
+      if (!wait_state(lb_->process(), m->address(), "up")) return false;
     return true;
   }
 
@@ -296,19 +184,27 @@ std::string timeline(Loads& load, steady_clock::time_point origin) {
   return text;
 }
 
+// Probe timeout == interval: probes taken one after another would need 1 s + 2 x 1 s, over the
+// bound; overlapping ones need 1 s + 250 ms + 1 s.
+constexpr std::string_view kTimeoutIsInterval = R"(
+health: { mode: tcp, interval: 1s, timeout: 1s, rise: 2, fall: 2 }
+upstream: { connect_timeout: 500ms }
+threads: 2
+)";
+
 TEST(Blackhole, ASilentHostIsMarkedDownByActiveChecksAloneWithinTheBound) {
   if (!TestHost::available()) GTEST_SKIP() << TestHost::unavailable_reason();
-  HostedCluster c;
+  HostedCluster c(kTimeoutIsInterval);
   ASSERT_TRUE(c.all_up()) << c.lb().process().log();
 
   const auto from = c.mark();
   const auto blackholing = steady_clock::now();
   const BlackholeMethod method = c.master(2).host().blackhole();  // no client traffic: no passive failure
   std::string why;
-  const auto down = wait_state(c.lb(), c.master(2).address(), "down", from, &why);
+  const auto down = wait_state(c.lb().process(), c.master(2).address(), "down", from, &why);
   ASSERT_TRUE(down) << c.lb().process().log();
   std::printf("blackhole (%s), no traffic: marked down %lld ms after the blackhole (\"%s\"; tcp checks, "
-              "interval 1s, timeout 500ms, fall 2; bound %lld ms)\n",
+              "interval 1s, timeout 1s, fall 2; bound %lld ms)\n",
               method_name(method), ms(*down - blackholing), why.c_str(), ms(kDetectionBound));
   EXPECT_LE(*down - blackholing, kDetectionBound);
 }
@@ -337,7 +233,7 @@ TEST(Blackhole, ASilentHostIsDownWithinTheBoundItsConnectionsCloseAndNoClientFai
   const BlackholeMethod method = c.master(2).host().blackhole();
   const auto blackholed = steady_clock::now();  // from here on m2's host is silent for sure
   std::string why;
-  const auto down = wait_state(lb, c.master(2).address(), "down", from, &why);
+  const auto down = wait_state(lb.process(), c.master(2).address(), "down", from, &why);
   ASSERT_TRUE(down) << lb.process().log();
   std::printf("blackhole (%s, took %lld ms), under load: marked down %lld ms after the blackhole (\"%s\"; "
               "bound %lld ms)\n",
@@ -405,7 +301,7 @@ TEST(Blackhole, ConnectsThatTimeOutOnASilentHostAreRetriedElsewhereAndItIsProbed
   const auto blackholed = steady_clock::now();
   Loads load(lb.endpoint(), 2);
   std::string why;
-  const auto down = wait_state(lb, c.master(2).address(), "down", from, &why);
+  const auto down = wait_state(lb.process(), c.master(2).address(), "down", from, &why);
   ASSERT_TRUE(down) << lb.process().log();
   const auto at_down = load.total();
   ASSERT_TRUE(wait_until([&] { return steady_clock::now() > *down + 1s && load.total() > at_down + 50; }, kDeadline));

@@ -94,6 +94,30 @@ TEST(Supervisor, MarksAStoppedBackendDownWithinIntervalTimesFall) {
   EXPECT_TRUE(h.latest()->must_close(h.supervisor().status()[1].stats.get()));
 }
 
+// A silent target fails each probe only at the timeout. With timeout == interval, probes taken one
+// after another would need interval + fall x timeout (400 + 3 x 400 = 1600 ms here); overlapping
+// ones need interval + (fall - 1) x fast interval + timeout (400 + 2 x 100 + 400 = 1000 ms).
+TEST(Supervisor, OverlapsProbesSoASilentTargetIsDownBeforeFallTimeouts) {
+  auto backend = std::make_optional<test::EchoBackend>();
+  const auto endpoint = backend->endpoint();
+  config::Health health = fast_checks(400ms);
+  health.timeout = 400ms;
+  health.fall = 3;
+  Harness h(health);
+  h.supervisor().set_targets({{address_of(endpoint)}});
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+
+  backend.reset();
+  const test::BlackholeTarget silent(endpoint);  // the same port: now SYNs go unanswered
+  const auto silenced = steady_clock::now();
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::down; }));
+  const auto detected = steady_clock::now() - silenced;
+  std::printf("detection of a silent target: %lld ms (interval 400ms, timeout 400ms, fall 3)\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(detected).count()));
+  EXPECT_EQ(h.supervisor().status()[0].last.reason, "timeout after 400ms");
+  EXPECT_LT(detected, 1300ms) << "probes should overlap; one after another they take 1600 ms";
+}
+
 TEST(Supervisor, ComesBackAfterRisePassingChecks) {
   auto backend = std::make_optional<test::EchoBackend>();
   const auto endpoint = backend->endpoint();
@@ -163,6 +187,36 @@ TEST(Supervisor, DrainFlagStopsNewConnectionsButClosesNothing) {
   EXPECT_EQ(h.state(1), TargetState::draining);
   EXPECT_EQ(h.latest()->eligible().size(), 1u);
   EXPECT_FALSE(h.latest()->must_close(h.supervisor().status()[1].stats.get()));
+}
+
+TEST(Supervisor, PanicModeTriesFirstMasterLastWhenItIsNotATarget) {
+  test::RefusingTarget dead_one, dead_two;
+  test::EchoBackend first_master;
+  const auto first = address_of(first_master.endpoint());
+  Harness h(fast_checks());
+  h.supervisor().set_targets({{address_of(dead_one.endpoint())}, {address_of(dead_two.endpoint())}}, first);
+  ASSERT_TRUE(h.run_until([&] { return h.latest()->panic(); }));
+  const auto& set = *h.latest();
+  ASSERT_EQ(set.eligible().size(), 3u);
+  const Target& last = set.targets()[set.eligible().back()];
+  EXPECT_EQ(last.name, first.to_string());
+  EXPECT_EQ(last.origin, Origin::fallback);
+  EXPECT_FALSE(set.must_close(last.stats.get()));
+  EXPECT_EQ(h.supervisor().status().size(), 2u) << "the last resort is not checked";
+}
+
+TEST(Supervisor, FirstMasterIsNoExtraTargetOutsidePanicModeOrWhenItIsATarget) {
+  test::EchoBackend alive;
+  test::RefusingTarget elsewhere;
+  Harness h(fast_checks());
+  h.supervisor().set_targets({{address_of(alive.endpoint())}}, address_of(elsewhere.endpoint()));
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+  EXPECT_EQ(h.latest()->targets().size(), 1u);
+
+  test::RefusingTarget dead;
+  h.supervisor().set_targets({{address_of(dead.endpoint())}}, address_of(dead.endpoint()));
+  ASSERT_TRUE(h.run_until([&] { return h.latest()->panic(); }));
+  EXPECT_EQ(h.latest()->eligible().size(), 1u) << "first_master is already a target";
 }
 
 TEST(Supervisor, PanicModePrefersTheMostRecentlyHealthyTarget) {
