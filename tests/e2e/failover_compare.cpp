@@ -25,7 +25,6 @@
 namespace apilb::test {
 namespace {
 
-namespace asio = boost::asio;
 using namespace std::chrono_literals;
 using std::chrono::steady_clock;
 
@@ -73,13 +72,6 @@ class ApiserverLb final : public Balancer {
   std::optional<LbProcess> lb_;
   std::map<std::string, std::size_t> seen_;
 };
-
-// A port nobody uses right now (bound, read, released): for HAProxy, which must bind it itself.
-std::uint16_t free_port() {
-  asio::io_context io;
-  tcp::acceptor a(io, loopback());
-  return a.local_endpoint().port();
-}
 
 // HAProxy `mode tcp`, `balance leastconn`, `check inter 1s fall 2 rise 2`, stats socket for states.
 // `tuned` adds what an operator who read the manual would: `option redispatch` (a retry goes to

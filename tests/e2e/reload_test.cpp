@@ -265,7 +265,9 @@ TEST(Reload, ABadConfigChangesNothingAndIsCounted) {
 
 TEST(Reload, AddsAndRemovesListenersLiveWithoutCuttingTheirConnections) {
   EchoBackend a;
-  const auto first = free_port(), second = free_port();
+  const auto first = free_port();
+  auto second = free_port();
+  while (second == first) second = free_port();  // two binds to port 0 may get the same port
   auto listen = [](std::initializer_list<std::uint16_t> ports) {
     std::string s = "listen: [";
     for (auto p : ports) s += "\"127.0.0.1:" + std::to_string(p) + "\",";
@@ -277,9 +279,9 @@ TEST(Reload, AddsAndRemovesListenersLiveWithoutCuttingTheirConnections) {
   const auto config = dir.write("config.yaml", listen({first}) + target);
   ChildProcess lb(APILB_BINARY, {"run", "--config", config.string(), "--admin", ""});
   ASSERT_TRUE(lb.wait_for_log("listening on", kDeadline)) << lb.log();
-  ASSERT_TRUE(wait_until([&] { return port_accepts(loopback(first)); }, kDeadline));
+  ASSERT_TRUE(wait_until([&] { return port_accepts(loopback(first)); }, kDeadline)) << lb.log();
   Held via_first(loopback(first));
-  ASSERT_TRUE(via_first.echo("first"));
+  ASSERT_TRUE(via_first.echo("first")) << lb.log();
 
   dir.write("config.yaml", listen({first, second}) + target);
   lb.send_signal(SIGHUP);
@@ -288,8 +290,8 @@ TEST(Reload, AddsAndRemovesListenersLiveWithoutCuttingTheirConnections) {
   dir.write("config.yaml", listen({second}) + target);
   lb.send_signal(SIGHUP);
   ASSERT_TRUE(wait_until([&] { return !port_accepts(loopback(first)); }, kDeadline)) << lb.log();
-  EXPECT_TRUE(via_first.echo("established connections stay"));
-  EXPECT_EQ(fetch(loopback(second), "second", kDeadline, AfterSend::shut_down_write).data, "second");
+  EXPECT_TRUE(via_first.echo("established connections stay")) << lb.log();
+  EXPECT_EQ(fetch(loopback(second), "second", kDeadline, AfterSend::shut_down_write).data, "second") << lb.log();
 }
 
 }  // namespace
