@@ -15,11 +15,17 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <system_error>
 #include <thread>
 
 namespace apilb::lb {
@@ -207,6 +213,26 @@ void Controller::Impl::watch_feed() {
                                                [this] { read_feed(false); });
 }
 
+namespace {
+
+// Throws when another socket (another apiserver-lb, say) listens on `ep` already. Our listeners set
+// SO_REUSEPORT, so the kernel would let a second instance of the same user bind the port and
+// silently split the connections between the two; a bind without it is refused instead.
+void ensure_unclaimed(const tcp::endpoint& ep) {
+  const int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;  // the real bind will say what is wrong
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // TIME_WAIT leftovers are fine
+  if (ep.protocol() == tcp::v6()) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  const bool taken = ::bind(fd, ep.data(), static_cast<socklen_t>(ep.size())) != 0 && errno == EADDRINUSE;
+  ::close(fd);
+  if (taken)
+    throw std::system_error(std::make_error_code(std::errc::address_in_use),
+                            "cannot listen on " + to_string(ep) + ": another process listens there");
+}
+
+}  // namespace
+
 // Makes the workers listen on exactly `addresses`: binds the new ones first (on every worker, all
 // sharing the port the first one got for port 0), then closes the ones no longer wanted. Throws
 // if a new address cannot be bound, after closing what it had bound for it.
@@ -221,6 +247,9 @@ void Controller::Impl::listen(const std::vector<config::Address>& addresses) {
         continue;
       }
       tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
+      // A port we listen on already (under another address) is ours to share.
+      const bool ours = std::ranges::any_of(listeners, [&](const auto& l) { return l.second.port() == ep.port(); });
+      if (ep.port() != 0 && !ours) ensure_unclaimed(ep);
       for (auto& w : workers) {
         ep = w->listen(ep);
         if (&w == &workers.front()) opened.push_back(ep);

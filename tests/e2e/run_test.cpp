@@ -89,6 +89,19 @@ TEST(Run, FailsClearlyWhenTheListenAddressIsTaken) {
   EXPECT_NE(p.log().find("cannot listen on 127.0.0.1:"), std::string::npos) << p.log();
 }
 
+TEST(Run, RefusesToSplitItsPortWithASecondInstance) {
+  const std::string listen = "127.0.0.1:" + std::to_string(free_port());
+  const std::vector<std::string> args{"run", "--listen", listen, "--admin", "", "--target", "127.0.0.1:1"};
+  ChildProcess first(APILB_BINARY, args);
+  ASSERT_TRUE(first.wait_for_log("listening on", kDeadline)) << first.log();
+  // SO_REUSEPORT would let the second one bind too, and take half of the first one's clients.
+  ChildProcess second(APILB_BINARY, args);
+  EXPECT_EQ(second.wait_exit(kDeadline), 1);
+  EXPECT_NE(second.log().find("cannot listen on " + listen + ": another process listens there"), std::string::npos)
+      << second.log();
+  EXPECT_TRUE(first.running());
+}
+
 TEST(CheckConfig, ReportsFileLineAndFieldAndExitsOne) {
   TempDir dir;
   const auto file = dir.write("config.yaml", "targets: [\"10.0.0.11:6443\"]\nhealth:\n  interval: 2x\n");
