@@ -8,8 +8,11 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <csignal>
+#include <fstream>
 #include <map>
 #include <regex>
+#include <sstream>
 #include <set>
 
 namespace apilb::test {
@@ -162,6 +165,33 @@ TEST(Admin, HeadAnswersLikeGetWithoutABodyAndUnknownPathsAre404) {
   EXPECT_EQ(head.body, "");
   EXPECT_EQ(a.get("/nope").status, 404);
   EXPECT_EQ(http_request(a.admin(), "POST", "/healthz", kDeadline).status, 405);
+}
+
+// The admin API changes nothing (every method but GET and HEAD is refused), and neither it nor the
+// log ever shows the client key the https checks use: not one line of it.
+TEST(Admin, IsReadOnlyAndNeverShowsTheHealthCheckKey) {
+  StandinProcess master(APILB_STANDIN);
+  std::ifstream key_in(master.key_file());
+  const std::string key{std::istreambuf_iterator<char>(key_in), {}};
+  ASSERT_NE(key.find("PRIVATE KEY"), std::string::npos);
+  const std::string yaml = "health: { mode: https, interval: 300ms, timeout: 300ms, ca_file: \"" +
+                           master.cert_file().string() + "\", cert_file: \"" + master.cert_file().string() +
+                           "\", key_file: \"" + master.key_file().string() + "\" }\n";
+  Admin a({"--target", to_string(master.endpoint()), "--log-level", "debug"}, yaml);
+  ASSERT_TRUE(wait_until([&] { return a.get("/status").body.find("\"state\":\"up\"") != std::string::npos; },
+                         kDeadline)) << a.get("/status").body << a.lb().process().log();
+  for (const char* method : {"POST", "PUT", "DELETE", "PATCH"})
+    for (const char* path : {"/status", "/metrics", "/readyz", "/healthz"})
+      EXPECT_EQ(http_request(a.admin(), method, path, kDeadline).status, 405) << method << " " << path;
+  EXPECT_NE(a.get("/status").body.find("\"state\":\"up\""), std::string::npos) << "nothing changed";
+
+  a.lb().process().send_signal(SIGHUP);  // a reload logs the settings it takes
+  ASSERT_TRUE(a.lb().process().wait_for_log("reloaded the configuration", kDeadline));
+  const std::string shown = a.get("/status").body + a.get("/metrics").body + a.lb().process().log();
+  std::istringstream lines(key);
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) EXPECT_EQ(shown.find(line), std::string::npos) << "shows a line of the key: " << line;
+  EXPECT_EQ(shown.find("PRIVATE KEY"), std::string::npos);
 }
 
 TEST(Admin, AHugeRequestIsCutOffAndForwardingCarriesOn) {

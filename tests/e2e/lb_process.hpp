@@ -2,6 +2,7 @@
 
 #include "tests/support/backends.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/wait.hpp"
 
 #include <optional>
 #include <regex>
@@ -22,7 +23,11 @@ class LbProcess {
     std::vector<std::string> argv{"run", "--listen", "127.0.0.1:0", "--admin", ""};
     argv.insert(argv.end(), args.begin(), args.end());
     process_.emplace(APILB_BINARY, argv, std::move(options));
-    if (!process_->wait_for_log(" listening on ", deadline))
+    // A process that exits (a config error) fails at once, not at the deadline.
+    const bool started = wait_until([&] {
+      return process_->log().find(" listening on ") != std::string::npos || !process_->running();
+    }, deadline, std::chrono::milliseconds(10));
+    if (!started || !process_->running())
       throw std::runtime_error("apiserver-lb did not start:\n" + process_->log());
     std::smatch m;
     const std::string log = process_->log();
