@@ -49,9 +49,10 @@ struct TargetStatus {
 };
 
 // Decides who is healthy. Runs one check loop per target on the control executor (active probes on
-// a jittered timer, faster while a change builds or a probe hangs, up to `fall` in flight), folds in the connect failures workers report
-// (passive checks: each counts as a failed check and triggers an immediate probe), and publishes an
-// immutable TargetSet whenever a target's state changes. Every member function runs on the control
+// a jittered timer, faster while a change builds or a probe hangs, up to `fall` in flight), folds
+// in the connect failures workers report (passive checks: each counts as a failed check and
+// triggers an immediate probe), and publishes an immutable TargetSet whenever a target's state
+// changes. Every member function runs on the control
 // executor. Must outlive the executor's run(); destroy it before the io_context.
 class Supervisor {
  public:
