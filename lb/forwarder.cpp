@@ -40,7 +40,7 @@ namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr int kAcceptBatch = 64;
-constexpr std::size_t kSpliceChunk = 64 * 1024;  // a default pipe holds 16 pages
+constexpr std::size_t kSpliceChunk = PipePool::kDefaultSize;  // what one pipe holds
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 // Relay steps one direction may take before it lets the other connections of its worker run.
 constexpr int kStepsPerTurn = 16;
