@@ -7,12 +7,12 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/intrusive/list.hpp>
+#include <boost/version.hpp>
 #include <spdlog/spdlog.h>
 
 #include <fcntl.h>
@@ -35,23 +35,54 @@ using asio::ip::tcp;
 using boost::system::error_code;
 using healthcheck::Target;
 using healthcheck::TargetSetPtr;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr int kAcceptBatch = 64;
-constexpr std::size_t kSpliceChunk = 64 * 1024;  // a default pipe holds 16 pages
+constexpr std::size_t kSpliceChunk = PipePool::kDefaultSize;  // what one pipe holds
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+// Relay steps one direction may take before it lets the other connections of its worker run.
+constexpr int kStepsPerTurn = 16;
+// Upstream sockets get keepalive and TCP_USER_TIMEOUT once they have lived between one and two of
+// these (see Forwarder::Impl::tune_tick).
+constexpr auto kTuneTick = std::chrono::seconds(1);
 
-// What one relay step ended with.
-enum class Flow { more, idle, eof, error };
+// A worker's socket: bound to its io_context executor (40 bytes instead of 88 with
+// any_io_executor), and able to adopt a descriptor we created non-blocking (accept4, socket with
+// SOCK_NONBLOCK) and never duplicated. Plain assign() assumes neither and pays for it on every
+// connection: an ioctl(FIONBIO) before the first wait and an EPOLL_CTL_DEL before close (measured:
+// 4 of 25 system calls per new connection). This sets Asio's per-socket state bits (Boost 1.81,
+// as Debian 12 ships it) as its own open() + non_blocking(true) would have left them.
+class Socket : public asio::basic_stream_socket<tcp, asio::io_context::executor_type> {
+ public:
+  using basic_stream_socket::basic_stream_socket;
+  void adopt(tcp protocol, int fd, error_code& ec) {
+    assign(protocol, fd, ec);
+#if BOOST_VERSION == 108100  // the state bits are Asio's internals: recheck them on an upgrade
+    namespace ops = asio::detail::socket_ops;
+    if (!ec) impl_.get_implementation().state_ = ops::stream_oriented | ops::internal_non_blocking;
+#endif
+  }
+};
+
+// What one relay step ended with: `more` (a full buffer: read again), `drained` (a short read or
+// EAGAIN: wait for readability), `blocked` (the destination is full: wait for writability, bytes in
+// hand), `eof`, `error`.
+enum class Step { more, drained, blocked, eof, error };
 
 bool would_block(int err) noexcept { return err == EAGAIN || err == EWOULDBLOCK; }
 
-std::string describe(const error_code& ec) {
-  if (ec == asio::error::timed_out) return "connect timeout";
-  if (ec == asio::error::connection_refused) return "connection refused";
-  return ec.message();
+// Our own shortage of descriptors or memory, not a fault of the target.
+bool shortage(int err) noexcept {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+std::string describe(int err) {
+  if (err == ETIMEDOUT) return "connect timeout";
+  if (err == ECONNREFUSED) return "connection refused";
+  return std::strerror(err);
 }
 
 }  // namespace
@@ -69,22 +100,87 @@ ForwarderSettings ForwarderSettings::from(const config::Config& c) {
   return s;
 }
 
-// A proxied connection. Lives in its serve() coroutine frame; linked into its worker's list so the
-// worker can close it (target down, shutdown). Both pumps refer to it by reference.
-struct Connection : boost::intrusive::list_base_hook<
-                        boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
-  Connection(tcp::socket c, tcp::socket u) : client(std::move(c)), upstream(std::move(u)) {}
+using AllHook =
+    boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
+using PhaseHook =
+    boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>;
 
-  // Closing both sockets completes every pending wait with operation_aborted, which ends the pumps.
-  void abort() noexcept {
-    error_code ignored;
-    client.close(ignored);
-    upstream.close(ignored);
+// A proxied connection: a callback-driven state machine (connect, then relay both ways) rather than
+// coroutines. Measured with 9,000 idle connections: the coroutine version held 20 heap blocks and
+// 5.4 KiB per connection (frames of serve, operator&&, two pumps, co_spawn entry points, cancellation
+// slots); now an idle connection holds this object, two Asio descriptor states and two pending
+// waits: 0.91 KiB. Owned by itself: it deletes itself once it is closed and its last pending wait
+// has completed. Linked into its worker's list so the worker can close it; touched only on its
+// worker.
+class Connection : public AllHook {
+ public:
+  Connection(Forwarder::Impl& w, int fd, tcp protocol);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void start();
+  // Closes both sockets: pending waits complete with operation_aborted and the object goes away
+  // with the last of them (at once if none is pending). May delete `this`.
+  void abort() noexcept;
+  // The connect deadline passed: fail the attempt through the pending wait.
+  void connect_timed_out() noexcept;
+  void tune_upstream() noexcept;
+  bool connected_to(const healthcheck::TargetStats* stats) const noexcept {
+    return established_ && target_->stats.get() == stats;
+  }
+  bool must_close(const healthcheck::TargetSet& next) const noexcept {
+    return established_ && next.must_close(target_->stats.get());
   }
 
-  tcp::socket client;
-  tcp::socket upstream;
-  const Target* target = nullptr;  // owned by the snapshot serve() pins
+  PhaseHook phase_hook;  // in the worker's `connecting`, then `young` or `settling` list
+  Clock::time_point deadline;
+
+ private:
+  // One direction of the relay. A buffer or pipe is held only while a send is blocked.
+  struct Half {
+    std::unique_ptr<char[]> buffer;
+    Pipe pipe;
+    std::uint32_t pending = 0;  // bytes in `buffer` from `sent`, or in `pipe`, still to send
+    std::uint32_t sent = 0;
+    std::uint64_t moved = 0;    // since the last flush to the target's counter
+    bool splice = false;
+    bool ended = false;
+  };
+  enum class Attempt { waiting, connected, failed, shortage };
+
+  void try_targets();
+  Attempt open_and_connect(const Target& target, int& error);
+  void on_connected(error_code ec);
+  void connect_failed(int err);
+  void give_up();
+  void established();
+
+  void pump(int dir);
+  void wait(int dir, bool for_write);
+  void on_ready(int dir, error_code ec);
+  Step copy_some(Half& h, int from, int to);
+  Step splice_some(Half& h, int from, int to);
+  Step send_held(Half& h, int to);
+  void end(int dir);
+  void flush(int dir) noexcept;
+  void release() noexcept {
+    if (pending_ == 0) delete this;
+  }
+  Socket& source(int dir) noexcept { return dir == 0 ? client_ : upstream_; }
+  Socket& sink(int dir) noexcept { return dir == 0 ? upstream_ : client_; }
+
+  Forwarder::Impl& w_;
+  Socket client_;
+  Socket upstream_;
+  TargetSetPtr pinned_;             // keeps target_ alive
+  const Target* target_ = nullptr;  // the current attempt, then the connected target
+  Half half_[2];                    // [0] client -> upstream, [1] upstream -> client
+  Tried tried_;
+  std::uint8_t pending_ = 0;        // async waits not completed yet
+  bool closed_ = false;
+  bool established_ = false;
+  bool timed_out_ = false;
 };
 
 struct Forwarder::Impl {
@@ -96,20 +192,32 @@ struct Forwarder::Impl {
         listener_tcp(settings.tcp) {}
 
   ~Impl() {
-    // Destroy the coroutine frames (acceptors and connections with them) while everything they
-    // refer to is still alive.
+    // Connections first (their sockets and timers belong to io); their pending handlers are
+    // destroyed, never run, with io.
+    connections.clear_and_dispose([](Connection* c) { delete c; });
+    connect_timer.reset();
+    tune_timer.reset();
+    // Destroy the coroutine frames (acceptors) while everything they refer to is still alive.
     io.reset();
   }
 
   awaitable<void> accept_loop(std::unique_ptr<tcp::acceptor> acceptor);
-  awaitable<void> serve(int fd, tcp protocol);
-  awaitable<error_code> connect(tcp::socket& socket, const Target& target,
-                                config::Duration timeout);
-  awaitable<void> pump(Connection& c, bool to_upstream);
-  awaitable<Flow> copy_some(tcp::socket& from, tcp::socket& to, std::uint64_t& moved, bool& bulk);
-  awaitable<Flow> splice_some(tcp::socket& from, tcp::socket& to, std::uint64_t& moved);
-  awaitable<bool> wait_writable(tcp::socket& to);
   void spawn(awaitable<void> task);
+  void watch_connect(Connection& c);
+  void arm_connect_timer(Clock::time_point at);
+  void on_connect_timer();
+  void watch_young(Connection& c);
+  void tune_tick();
+  template <typename F>
+  void for_each_connection(F f) {
+    // Advance first: f may close (and delete) the connection.
+    for (auto it = connections.begin(); it != connections.end();) f(*it++);
+  }
+
+  using PhaseList = boost::intrusive::list<
+      Connection,
+      boost::intrusive::member_hook<Connection, PhaseHook, &Connection::phase_hook>,
+      boost::intrusive::constant_time_size<false>>;
 
   ForwarderSettings settings;
   ForwarderShared& shared;
@@ -119,11 +227,26 @@ struct Forwarder::Impl {
   PipePool pipes;
   TargetSetPtr targets;
   boost::intrusive::list<Connection, boost::intrusive::constant_time_size<false>> connections;
+  // Connections waiting for their connect, in deadline order, swept by one timer per worker: no
+  // timer (and its allocation and timerfd update) per connect.
+  PhaseList connecting;
+  // Established connections whose upstream socket still lacks keepalive and TCP_USER_TIMEOUT:
+  // `young` since the last tick, `settling` since the one before. Setting them late saves five
+  // setsockopt calls on every short connection (most of them, with Connection: close clients);
+  // the price is that a peer dying in a connection's first two seconds is noticed up to two
+  // seconds later than the configured timeouts.
+  PhaseList young;
+  PhaseList settling;
   LogLimit accept_errors;
   LogLimit connect_errors;
   LogLimit no_target;
   LogLimit over_limit;
   std::optional<asio::io_context> io{std::in_place, 1};
+  std::optional<asio::steady_timer> connect_timer{std::in_place, *io};
+  std::optional<asio::steady_timer> tune_timer{std::in_place, *io};
+  Clock::time_point connect_timer_at;
+  bool connect_timer_armed = false;
+  bool tune_timer_armed = false;
   std::vector<tcp::acceptor*> acceptors;  // owned by their accept loops
   config::Tcp listener_tcp;               // the control thread's copy, for listen()
 };
@@ -134,7 +257,7 @@ void Forwarder::Impl::spawn(awaitable<void> task) {
     try {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
-      spdlog::critical("bug: exception escaped a connection coroutine: {}", ex.what());
+      spdlog::critical("bug: exception escaped a forwarder coroutine: {}", ex.what());
     }
   });
 }
@@ -178,207 +301,381 @@ awaitable<void> Forwarder::Impl::accept_loop(std::unique_ptr<tcp::acceptor> owne
                        settings.max_connections, over_limit.suppressed());
         continue;
       }
-      spawn(serve(fd, protocol));
+      (new Connection(*this, fd, protocol))->start();
     }
   }
 }
 
-awaitable<error_code> Forwarder::Impl::connect(tcp::socket& socket, const Target& target,
-                                               config::Duration timeout) {
-  using namespace asio::experimental::awaitable_operators;
-  error_code ec;
-  socket.open(target.endpoint.protocol(), ec);
-  if (ec) co_return ec;
-  tune_tcp(socket.native_handle(), settings.tcp);
-  asio::steady_timer timer(*io, timeout);
-  auto result = co_await (socket.async_connect(target.endpoint, use_nothrow) ||
-                          timer.async_wait(use_nothrow));
-  if (result.index() == 1) co_return asio::error::timed_out;
-  co_return std::get<0>(std::get<0>(result));
+void Forwarder::Impl::watch_connect(Connection& c) {
+  // Nearly always appended: every connect of a worker has the same timeout, except in panic mode.
+  auto it = connecting.end();
+  while (it != connecting.begin() && std::prev(it)->deadline > c.deadline) --it;
+  connecting.insert(it, c);
+  if (!connect_timer_armed || c.deadline < connect_timer_at) arm_connect_timer(c.deadline);
 }
 
-awaitable<void> Forwarder::Impl::serve(int fd, tcp protocol) {
-  Connection c{tcp::socket(*io), tcp::socket(*io)};
-  struct Release {
-    ForwarderShared& shared;
-    ~Release() { shared.connections.fetch_sub(1, std::memory_order_relaxed); }
-  } release{shared};
+void Forwarder::Impl::arm_connect_timer(Clock::time_point at) {
+  connect_timer_armed = true;
+  connect_timer_at = at;
+  connect_timer->expires_at(at);  // completes an earlier wait with operation_aborted
+  connect_timer->async_wait([this](error_code ec) {
+    if (ec != asio::error::operation_aborted) on_connect_timer();
+  });
+}
+
+void Forwarder::Impl::on_connect_timer() {
+  connect_timer_armed = false;
+  const auto now = Clock::now();
+  while (!connecting.empty() && connecting.front().deadline <= now) {
+    Connection& c = connecting.front();
+    c.phase_hook.unlink();
+    c.connect_timed_out();
+  }
+  // Not re-armed when the list is empty: the next connect arms it.
+  if (!connecting.empty()) arm_connect_timer(connecting.front().deadline);
+}
+
+void Forwarder::Impl::watch_young(Connection& c) {
+  young.push_back(c);
+  if (tune_timer_armed) return;
+  tune_timer_armed = true;
+  tune_timer->expires_after(kTuneTick);
+  tune_timer->async_wait([this](error_code ec) {
+    if (!ec) tune_tick();
+  });
+}
+
+void Forwarder::Impl::tune_tick() {
+  tune_timer_armed = false;
+  while (!settling.empty()) {
+    Connection& c = settling.front();
+    c.phase_hook.unlink();
+    c.tune_upstream();
+  }
+  settling.splice(settling.end(), young);
+  if (settling.empty()) return;
+  tune_timer_armed = true;
+  tune_timer->expires_after(kTuneTick);
+  tune_timer->async_wait([this](error_code ec) {
+    if (!ec) tune_tick();
+  });
+}
+
+Connection::Connection(Forwarder::Impl& w, int fd, tcp protocol)
+    : w_(w), client_(w.io->get_executor()), upstream_(w.io->get_executor()) {
   error_code ec;
-  c.client.assign(protocol, fd, ec);
+  client_.adopt(protocol, fd, ec);
+  if (ec) ::close(fd);  // start() sees a closed client
+}
+
+Connection::~Connection() {
+  for (int dir = 0; dir < 2; ++dir) {
+    Half& h = half_[dir];
+    if (h.buffer) w_.buffers.give(std::move(h.buffer));
+    if (h.pipe) PipePool::close(h.pipe);  // it may hold bytes nobody will read
+    flush(dir);
+  }
+  if (established_) target_->stats->active.fetch_sub(1, std::memory_order_relaxed);
+  w_.shared.connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Connection::start() {
+  if (!client_.is_open()) {
+    delete this;
+    return;
+  }
+  w_.connections.push_back(*this);
+  // Pin the snapshot: the Target we pick stays valid however often the control thread publishes.
+  pinned_ = w_.targets;
+  if (!pinned_ || pinned_->eligible().empty()) {
+    w_.shared.failed.fetch_add(1, std::memory_order_relaxed);
+    if (w_.no_target.allow())
+      spdlog::error("no target configured: closing client connection{}", w_.no_target.suppressed());
+    abort();
+    return;
+  }
+  try_targets();
+}
+
+void Connection::try_targets() {
+  const bool panic = pinned_->panic();
+  const std::size_t attempts =
+      panic ? pinned_->eligible().size() : static_cast<std::size_t>(w_.settings.retries) + 1;
+  while (tried_.size() < attempts) {
+    const auto index = w_.balancer.pick(*pinned_, tried_);
+    if (!index) break;
+    tried_.add(*index);
+    target_ = &pinned_->targets()[*index];
+    int err = 0;
+    switch (open_and_connect(*target_, err)) {
+      case Attempt::waiting:
+        return;
+      case Attempt::connected:
+        established();
+        return;
+      case Attempt::failed:
+        connect_failed(err);  // counts it and comes back here through try_targets
+        return;
+      case Attempt::shortage:
+        // No socket at all (EMFILE, ENFILE, ENOBUFS): our shortage, not the target's fault. Do
+        // not count it against the target nor try the others, which would fail the same way.
+        give_up();
+        return;
+    }
+  }
+  give_up();
+}
+
+// Our own non-blocking connect: socket(SOCK_NONBLOCK) + connect + wait for writability + SO_ERROR.
+// Asio's async_connect adds an ioctl(FIONBIO) before and a poll() after (measured: 2 of the 12
+// system calls this saves per new connection).
+Connection::Attempt Connection::open_and_connect(const Target& target, int& error) {
+  const auto& ep = target.endpoint;
+  const int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                          IPPROTO_TCP);
+  if (fd < 0) return Attempt::shortage;
+  set_nodelay(fd);
+  int rc;
+  do rc = ::connect(fd, ep.data(), static_cast<socklen_t>(ep.size()));
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0 && errno != EINPROGRESS) {
+    error = errno;
+    ::close(fd);
+    return shortage(error) ? Attempt::shortage : Attempt::failed;
+  }
+  error_code ec;
+  upstream_.adopt(ep.protocol(), fd, ec);  // registers with epoll
   if (ec) {
     ::close(fd);
-    co_return;
+    return Attempt::shortage;
   }
-  connections.push_back(c);
+  if (rc == 0) return Attempt::connected;
+  const bool panic = pinned_->panic();
+  deadline = Clock::now() + (panic ? w_.settings.panic_connect_timeout : w_.settings.connect_timeout);
+  w_.watch_connect(*this);
+  ++pending_;
+  upstream_.async_wait(Socket::wait_write, [this](error_code e) { on_connected(e); });
+  return Attempt::waiting;
+}
 
-  // Pin the snapshot: the Target we pick stays valid however often the control thread publishes.
-  const TargetSetPtr pinned = targets;
-  if (!pinned || pinned->eligible().empty()) {
-    shared.failed.fetch_add(1, std::memory_order_relaxed);
-    if (no_target.allow())
-      spdlog::error("no target configured: closing client connection{}", no_target.suppressed());
-    co_return;
-  }
-  const bool panic = pinned->panic();
-  const auto timeout = panic ? settings.panic_connect_timeout : settings.connect_timeout;
-  const std::size_t attempts =
-      panic ? pinned->eligible().size() : static_cast<std::size_t>(settings.retries) + 1;
-  Tried tried;
-  while (tried.size() < attempts) {
-    const auto index = balancer.pick(*pinned, tried);
-    if (!index) break;
-    tried.add(*index);
-    const Target& target = pinned->targets()[*index];
-    const error_code failure = co_await connect(c.upstream, target, timeout);
-    if (!failure) {
-      c.target = &target;
-      break;
-    }
-    if (!c.client.is_open()) co_return;  // closed by shutdown while connecting
-    // No socket at all (EMFILE, ENFILE, ENOBUFS): our shortage, not the target's fault. Do not
-    // count it against the target nor try the others, which would fail the same way.
-    if (!c.upstream.is_open()) break;
-    c.upstream.close(ec);
-    target.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
-    const std::string reason = describe(failure);
-    if (connect_errors.allow())
-      spdlog::warn("connect to {} failed: {}; trying another target{}", target.name, reason,
-                   connect_errors.suppressed());
-    if (shared.on_connect_failure) shared.on_connect_failure(target, reason);
-  }
-  if (!c.target) {
-    shared.failed.fetch_add(1, std::memory_order_relaxed);
-    if (no_target.allow())
-      spdlog::error("no target reachable after {} attempts: closing client connection{}",
-                    tried.size(), no_target.suppressed());
-    co_return;
-  }
+void Connection::connect_timed_out() noexcept {
+  timed_out_ = true;
+  error_code ignored;
+  upstream_.cancel(ignored);  // on_connected sees operation_aborted
+}
 
-  auto& stats = *c.target->stats;
+void Connection::on_connected(error_code ec) {
+  --pending_;
+  phase_hook.unlink();
+  if (closed_) return release();
+  int err = 0;
+  if (!ec) {
+    socklen_t len = sizeof err;
+    if (::getsockopt(upstream_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  } else {
+    err = timed_out_ ? ETIMEDOUT : ec.value();
+  }
+  timed_out_ = false;
+  if (err == 0) return established();
+  error_code ignored;
+  upstream_.close(ignored);
+  connect_failed(err);
+}
+
+void Connection::connect_failed(int err) {
+  const Target& target = *target_;
+  target.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
+  const std::string reason = describe(err);
+  if (w_.connect_errors.allow())
+    spdlog::warn("connect to {} failed: {}; trying another target{}", target.name, reason,
+                 w_.connect_errors.suppressed());
+  if (w_.shared.on_connect_failure) w_.shared.on_connect_failure(target, reason);
+  try_targets();
+}
+
+void Connection::give_up() {
+  w_.shared.failed.fetch_add(1, std::memory_order_relaxed);
+  if (w_.no_target.allow())
+    spdlog::error("no target reachable after {} attempts: closing client connection{}",
+                  tried_.size(), w_.no_target.suppressed());
+  abort();
+}
+
+void Connection::established() {
+  established_ = true;
+  auto& stats = *target_->stats;
   stats.total.fetch_add(1, std::memory_order_relaxed);
   stats.active.fetch_add(1, std::memory_order_relaxed);
-  {
-    using namespace asio::experimental::awaitable_operators;
-    co_await (pump(c, true) && pump(c, false));
-  }
-  stats.active.fetch_sub(1, std::memory_order_relaxed);
+  if (detects_dead_peers(w_.settings.tcp)) w_.watch_young(*this);
+  const bool splice = w_.settings.relay.splice == config::SpliceMode::always;
+  half_[0].splice = half_[1].splice = splice;
+  // The target speaks second: wait for it. The client has usually sent its first bytes while we
+  // connected: try them at once rather than paying a wait (an epoll_ctl) first. The wait goes
+  // first so that an error in pump() cannot delete `this` under it.
+  wait(1, false);
+  pump(0);
 }
 
-// Moves one direction until its source ends. The source is read only once it is readable, and a
-// buffer or pipe is held only while bytes are in flight: an idle connection costs two sockets and
-// this frame. A FIN is passed on as a write shutdown (half-close); an error aborts both directions.
-awaitable<void> Forwarder::Impl::pump(Connection& c, bool to_upstream) {
-  tcp::socket& from = to_upstream ? c.client : c.upstream;
-  tcp::socket& to = to_upstream ? c.upstream : c.client;
-  auto& target_bytes = to_upstream ? c.target->stats->bytes_upstream : c.target->stats->bytes_downstream;
-  bool splice = settings.relay.splice == config::SpliceMode::always;
-  // Bytes moved since the last flush to the target's shared counter: one atomic add per burst,
-  // not per read.
-  std::uint64_t moved = 0;
-  auto flush = [&] {
-    if (moved) target_bytes.fetch_add(std::exchange(moved, 0), std::memory_order_relaxed);
-  };
-  for (;;) {
-    bool bulk = false;
-    const Flow flow = splice ? co_await splice_some(from, to, moved)
-                             : co_await copy_some(from, to, moved, bulk);
-    switch (flow) {
-      case Flow::more:
-        // A full buffer means a bulk transfer: from now on move it with splice(2), as HAProxy's
-        // splice-auto does.
-        if (bulk && settings.relay.splice == config::SpliceMode::automatic) splice = true;
+void Connection::tune_upstream() noexcept {
+  if (upstream_.is_open()) tune_dead_peer_detection(upstream_.native_handle(), w_.settings.tcp);
+}
+
+void Connection::abort() noexcept {
+  if (!closed_) {
+    closed_ = true;
+    error_code ignored;
+    client_.close(ignored);
+    upstream_.close(ignored);
+  }
+  release();
+}
+
+// Moves one direction until its source is drained or its destination full, then waits. A buffer
+// or pipe is held only while bytes are in flight: an idle connection holds neither.
+void Connection::pump(int dir) {
+  Half& h = half_[dir];
+  const int from = source(dir).native_handle();
+  const int to = sink(dir).native_handle();
+  for (int steps = 0; steps < kStepsPerTurn; ++steps) {
+    const Step step = h.splice ? splice_some(h, from, to) : copy_some(h, from, to);
+    switch (step) {
+      case Step::more:
         continue;
-      case Flow::idle: {
-        flush();
-        auto [ec] = co_await from.async_wait(tcp::socket::wait_read, use_nothrow);
-        if (!ec) continue;
-        if (ec != asio::error::operation_aborted) c.abort();
-        co_return;
-      }
-      case Flow::eof: {
-        flush();
-        error_code ignored;
-        to.shutdown(tcp::socket::shutdown_send, ignored);
-        co_return;
-      }
-      case Flow::error:
-        flush();
-        c.abort();
-        co_return;
+      case Step::drained:
+        flush(dir);
+        return wait(dir, false);
+      case Step::blocked:
+        return wait(dir, true);
+      case Step::eof:
+        flush(dir);
+        return end(dir);
+      case Step::error:
+        flush(dir);
+        return abort();
     }
   }
+  // A long burst: let the worker's other connections run, then carry on.
+  ++pending_;
+  asio::post(w_.io->get_executor(), [this, dir] { on_ready(dir, {}); });
 }
 
-awaitable<bool> Forwarder::Impl::wait_writable(tcp::socket& to) {
-  auto [ec] = co_await to.async_wait(tcp::socket::wait_write, use_nothrow);
-  co_return !ec;
+void Connection::wait(int dir, bool for_write) {
+  ++pending_;
+  Socket& s = for_write ? sink(dir) : source(dir);
+  s.async_wait(for_write ? Socket::wait_write : Socket::wait_read,
+               [this, dir](error_code ec) { on_ready(dir, ec); });
 }
 
-awaitable<Flow> Forwarder::Impl::copy_some(tcp::socket& from, tcp::socket& to,
-                                           std::uint64_t& moved, bool& bulk) {
-  auto buffer = buffers.take();
-  const std::size_t size = buffers.buffer_size();
+void Connection::on_ready(int dir, error_code ec) {
+  --pending_;
+  if (closed_) return release();
+  if (ec) return abort();
+  Half& h = half_[dir];
+  if (h.pending) {
+    switch (send_held(h, sink(dir).native_handle())) {
+      case Step::blocked:
+        return wait(dir, true);
+      case Step::error:
+        return abort();
+      default:
+        break;
+    }
+  }
+  pump(dir);
+}
+
+// A FIN is passed on as a write shutdown (half-close). When the other direction has ended too, both
+// sockets are simply closed: close() sends the FIN, a shutdown() first would be one more call.
+void Connection::end(int dir) {
+  Half& h = half_[dir];
+  h.ended = true;
+  if (half_[1 - dir].ended) return abort();
+  ::shutdown(sink(dir).native_handle(), SHUT_WR);
+}
+
+void Connection::flush(int dir) noexcept {
+  Half& h = half_[dir];
+  if (!h.moved || !target_) return;
+  auto& counter = dir == 0 ? target_->stats->bytes_upstream : target_->stats->bytes_downstream;
+  counter.fetch_add(std::exchange(h.moved, 0), std::memory_order_relaxed);
+}
+
+// recv into a pooled buffer, send it all. A read shorter than the buffer means the socket is
+// drained (as HAProxy and nginx assume): wait for readability instead of reading again to find
+// EAGAIN (measured: 8.4 -> 6.4 system calls per kept-alive request).
+Step Connection::copy_some(Half& h, int from, int to) {
+  auto buffer = w_.buffers.take();
+  const std::size_t size = w_.buffers.buffer_size();
   ssize_t n;
-  do n = ::recv(from.native_handle(), buffer.get(), size, MSG_DONTWAIT);
+  do n = ::recv(from, buffer.get(), size, MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n <= 0) {
-    buffers.give(std::move(buffer));
-    if (n == 0) co_return Flow::eof;
-    co_return would_block(errno) ? Flow::idle : Flow::error;
+    const int err = errno;
+    w_.buffers.give(std::move(buffer));
+    if (n == 0) return Step::eof;
+    return would_block(err) ? Step::drained : Step::error;
   }
-  bulk = static_cast<std::size_t>(n) == size;
-  for (std::size_t sent = 0; sent < static_cast<std::size_t>(n);) {
-    const ssize_t m = ::send(to.native_handle(), buffer.get() + sent, n - sent,
-                             MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (m >= 0) {
-      sent += m;
-    } else if (errno == EINTR) {
-      continue;
-    } else if (!would_block(errno) || !co_await wait_writable(to)) {
-      buffers.give(std::move(buffer));
-      co_return Flow::error;
-    }
-  }
-  buffers.give(std::move(buffer));
-  WorkerStats::add(stats.bytes_copied, n);
-  moved += n;
-  co_return Flow::more;
+  const bool full = static_cast<std::size_t>(n) == size;
+  // A full buffer means a bulk transfer: from now on move it with splice(2), as HAProxy's
+  // splice-auto does.
+  if (full && w_.settings.relay.splice == config::SpliceMode::automatic) h.splice = true;
+  h.buffer = std::move(buffer);
+  h.pending = static_cast<std::uint32_t>(n);
+  h.sent = 0;
+  const Step sent = send_held(h, to);
+  if (sent != Step::more) return sent;
+  return full ? Step::more : Step::drained;
 }
 
-awaitable<Flow> Forwarder::Impl::splice_some(tcp::socket& from, tcp::socket& to,
-                                             std::uint64_t& moved) {
-  const Pipe pipe = pipes.take();
-  if (!pipe) {
-    // Out of descriptors: fall back to one buffered step rather than failing the connection.
-    bool bulk = false;
-    co_return co_await copy_some(from, to, moved, bulk);
+// Sends what `h` holds (buffer or pipe); `more` once it is all out and the buffer or pipe is back
+// in its pool.
+Step Connection::send_held(Half& h, int to) {
+  while (h.pending > 0) {
+    ssize_t m;
+    if (h.pipe) {
+      m = ::splice(h.pipe.read, nullptr, to, nullptr, h.pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } else {
+      m = ::send(to, h.buffer.get() + h.sent, h.pending, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    if (m > 0) {
+      h.sent += static_cast<std::uint32_t>(m);
+      h.pending -= static_cast<std::uint32_t>(m);
+    } else if (m < 0 && errno == EINTR) {
+      continue;
+    } else if (m < 0 && would_block(errno)) {
+      return Step::blocked;
+    } else {
+      return Step::error;  // the destructor closes a pipe that still holds bytes
+    }
   }
+  if (h.pipe) {
+    WorkerStats::add(w_.stats.bytes_spliced, h.sent);
+    w_.pipes.give(std::exchange(h.pipe, Pipe{}));
+  } else {
+    WorkerStats::add(w_.stats.bytes_copied, h.sent);
+    w_.buffers.give(std::move(h.buffer));
+  }
+  h.moved += h.sent;
+  return Step::more;
+}
+
+Step Connection::splice_some(Half& h, int from, int to) {
+  const Pipe pipe = w_.pipes.take();
+  if (!pipe) return copy_some(h, from, to);  // out of descriptors: one buffered step instead
   ssize_t n;
-  do n = ::splice(from.native_handle(), nullptr, pipe.write, nullptr, kSpliceChunk,
+  do n = ::splice(from, nullptr, pipe.write, nullptr, kSpliceChunk,
                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
   while (n < 0 && errno == EINTR);
   if (n <= 0) {
     const int err = errno;
-    pipes.give(pipe);  // nothing entered it
-    if (n == 0) co_return Flow::eof;
-    co_return would_block(err) ? Flow::idle : Flow::error;
+    w_.pipes.give(pipe);  // nothing entered it
+    if (n == 0) return Step::eof;
+    return would_block(err) ? Step::drained : Step::error;
   }
-  for (std::size_t pending = n; pending > 0;) {
-    const ssize_t m = ::splice(pipe.read, nullptr, to.native_handle(), nullptr, pending,
-                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (m > 0) {
-      pending -= m;
-    } else if (m < 0 && errno == EINTR) {
-      continue;
-    } else if (m == 0 || !would_block(errno) || !co_await wait_writable(to)) {
-      PipePool::close(pipe);  // it still holds bytes nobody will read
-      co_return Flow::error;
-    }
-  }
-  pipes.give(pipe);
-  WorkerStats::add(stats.bytes_spliced, n);
-  moved += n;
-  co_return Flow::more;
+  h.pipe = pipe;
+  h.pending = static_cast<std::uint32_t>(n);
+  h.sent = 0;
+  return send_held(h, to);
 }
 
 Forwarder::Forwarder(ForwarderSettings settings, ForwarderShared& shared)
@@ -434,8 +731,9 @@ void Forwarder::configure(ForwarderSettings next) {
 
 void Forwarder::close_target(std::shared_ptr<const healthcheck::TargetStats> target) {
   asio::post(*impl_->io, [impl = impl_.get(), target = std::move(target)] {
-    for (Connection& c : impl->connections)
-      if (c.target && c.target->stats.get() == target.get()) c.abort();
+    impl->for_each_connection([&](Connection& c) {
+      if (c.connected_to(target.get())) c.abort();
+    });
   });
 }
 
@@ -449,8 +747,9 @@ void Forwarder::run() {
 void Forwarder::publish(TargetSetPtr next) {
   asio::post(*impl_->io, [impl = impl_.get(), next = std::move(next)]() mutable {
     impl->targets = std::move(next);
-    for (Connection& c : impl->connections)
-      if (c.target && impl->targets->must_close(c.target->stats.get())) c.abort();
+    impl->for_each_connection([&](Connection& c) {
+      if (c.must_close(*impl->targets)) c.abort();
+    });
   });
 }
 
@@ -465,7 +764,7 @@ void Forwarder::stop_accepting() {
 
 void Forwarder::close_all() {
   asio::post(*impl_->io, [impl = impl_.get()] {
-    for (Connection& c : impl->connections) c.abort();
+    impl->for_each_connection([](Connection& c) { c.abort(); });
   });
 }
 

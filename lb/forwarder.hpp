@@ -14,6 +14,8 @@
 
 namespace apilb::lb {
 
+class Connection;  // forwarder.cpp: one proxied connection
+
 // What a Forwarder needs from the configuration; copied into each worker.
 struct ForwarderSettings {
   config::Balance balance = config::Balance::least_connections;
@@ -81,6 +83,7 @@ class Forwarder {
 
  private:
   struct Impl;
+  friend class Connection;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -44,7 +44,13 @@ struct Pipe {
 // bytes of an aborted connection is closed instead. Not thread-safe: one pool per worker.
 class PipePool {
  public:
-  explicit PipePool(std::size_t keep = 64) : keep_(keep) { free_.reserve(keep); }
+  // Pipes are enlarged from the default 64 KiB to `size` where the kernel allows it (up to
+  // /proc/sys/fs/pipe-max-size, and while the user's pipe pages stay below
+  // pipe-user-pages-soft), so that one splice pair moves up to that much.
+  explicit PipePool(std::size_t keep = 64, int size = kDefaultSize) : keep_(keep), size_(size) {
+    free_.reserve(keep);
+  }
+  static constexpr int kDefaultSize = 256 * 1024;
   PipePool(const PipePool&) = delete;
   PipePool& operator=(const PipePool&) = delete;
   ~PipePool() {
@@ -60,6 +66,7 @@ class PipePool {
     }
     int fds[2];
     if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return {};
+    ::fcntl(fds[1], F_SETPIPE_SZ, size_);  // failure leaves the default: still correct
     return {fds[0], fds[1]};
   }
   void give(Pipe p) noexcept {
@@ -77,6 +84,7 @@ class PipePool {
 
  private:
   std::size_t keep_;
+  int size_;
   std::vector<Pipe> free_;
 };
 

@@ -21,8 +21,13 @@ int whole_seconds(config::Duration d) noexcept {
 
 }  // namespace
 
-void tune_tcp(int fd, const config::Tcp& tcp) noexcept {
-  set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+void set_nodelay(int fd) noexcept { set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1); }
+
+bool detects_dead_peers(const config::Tcp& tcp) noexcept {
+  return tcp.keepalive_idle.count() > 0 || tcp.user_timeout.count() > 0;
+}
+
+void tune_dead_peer_detection(int fd, const config::Tcp& tcp) noexcept {
   if (tcp.keepalive_idle.count() > 0) {
     set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
     set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, whole_seconds(tcp.keepalive_idle));
@@ -31,6 +36,11 @@ void tune_tcp(int fd, const config::Tcp& tcp) noexcept {
   }
   if (tcp.user_timeout.count() > 0)
     set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(tcp.user_timeout.count()));
+}
+
+void tune_tcp(int fd, const config::Tcp& tcp) noexcept {
+  set_nodelay(fd);
+  tune_dead_peer_detection(fd, tcp);
 }
 
 void ignore_sigpipe() noexcept { ::signal(SIGPIPE, SIG_IGN); }

@@ -149,8 +149,8 @@ BENCHMARK_CAPTURE(relay_chunk, copy, Step::copy)->Arg(128)->Arg(16384)->Arg(6553
 BENCHMARK_CAPTURE(relay_chunk, splice, Step::splice)->Arg(128)->Arg(16384)->Arg(65536);
 
 // What waiting for the next message costs the relay per message and direction, on top of the
-// recv + send that move it: the recv that finds the socket drained (EAGAIN; copy_some reads until
-// then), and the EPOLL_CTL_MOD with which Asio's async_wait re-arms an edge-triggered descriptor
+// recv + send that move it: the recv that finds the socket drained (EAGAIN; the relay now takes a
+// short read as drained, so it pays this only after a full buffer), and the EPOLL_CTL_MOD with which Asio's async_wait re-arms an edge-triggered descriptor
 // (a wait is never speculative, so every async_wait on an idle queue issues one).
 void wait_recv_eagain(benchmark::State& state) {
   TcpPair p;
