@@ -228,19 +228,17 @@ inject() {  # TICK
 }
 
 # --- the run ------------------------------------------------------------------------------------
-ticks=$(( minutes * 6 ))
 requests=0 errors=0 peak_fds=$base_fds peak_rss=$base_rss
 printf '%-8s %6s %9s %6s %9s %7s %8s %7s  %s\n' time fds rss_kib conns requests errors streams broken event
-t0=$(date +%s)
-for ((tick = 1; tick <= ticks; tick++)); do
+end=$(( $(date +%s) + minutes * 60 ))
+# A tick is one wrk round (10 s) plus the bookkeeping: ticks run until the time is up.
+for ((tick = 1; $(date +%s) < end; tick++)); do
   (( tick % 6 == 1 )) && idle_restart
   wrk_round "$tick"
   events=()
   inject "$tick"
-  # Pace the ticks: the next one starts 10 s after this one did.
-  sleep $(( t0 + tick * 10 - $(date +%s) > 0 ? t0 + tick * 10 - $(date +%s) : 0 ))
   for pid in "${!started[@]}"; do
-    [[ ${started[$pid]} == wrk-*-"$tick" ]] && { wait_for 5 dead "$pid" || true; }
+    [[ ${started[$pid]} == wrk-*-"$tick" ]] && { wait_for 20 dead "$pid" || log "wrk round $tick did not end"; }
   done
   read -r rk ek < <(wrk_result "$work/wrk-keepalive-$tick.out")
   read -r rc ec < <(wrk_result "$work/wrk-close-$tick.out")
@@ -273,7 +271,7 @@ log_lines=$(wc -l <"$work/lb.out")
 bugs=$(grep -c 'bug:' "$work/lb.out" || true)
 cat <<EOF
 
-soak summary: $minutes min of mixed load, $ticks ticks, apiserver-lb $("$lb_bin" version 2>/dev/null | head -1)
+soak summary: $minutes min of mixed load, $((tick - 1)) ticks, $("$lb_bin" version 2>/dev/null | head -1)
   descriptors   baseline $base_fds, peak $peak_fds, end $end_fds ($(( end_fds - base_fds )) after settling)
   RSS KiB       baseline $base_rss, peak $peak_rss, end $end_rss ($(( end_rss - base_rss )) after settling)
   client side   $requests wrk requests, $errors errors (socket errors + non-2xx); long streams: $(streams_done) completed, $(streams_broken) broken
