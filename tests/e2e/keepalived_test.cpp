@@ -3,7 +3,8 @@
 // front of three stand-in masters, a client on the same segment. Every host is a network namespace
 // plugged into one bridge (in a namespace of its own), so VRRP multicast and gratuitous ARP work as
 // on a real L2 segment and nothing touches the test machine's own network. The tests kill the
-// active balancer and print how long new client connections through the VIP failed.
+// active balancer and print how long new client connections through the VIP failed, and restart
+// the standby's balancer under load and print the longest pause seen on the established streams.
 #include "tests/support/backends.hpp"
 #include "tests/support/netns.hpp"
 #include "tests/support/process.hpp"
@@ -21,9 +22,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <future>
 #include <map>
@@ -31,6 +34,7 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <stop_token>
 #include <system_error>
 #include <thread>
 
@@ -521,6 +525,140 @@ TEST_F(KeepalivedPair, VipMovesWhenTheActiveBalancerHostDies) {
               seconds(*r.answered - killed), r.failed_attempts);
   RecordProperty("vip_failover_seconds", std::to_string(seconds(*r.answered - killed)));
   EXPECT_TRUE(wait_until([&] { return state_of(standby) == "MASTER"; }, 5s)) << state_of(standby);
+}
+
+// A kept-alive connection through the VIP asking GET / every kPace until told to stop: a stream of
+// responses whose longest pause is what a stalled watch would show. A request unanswered within
+// kStall ends it (a VIP handed to the other host leaves the connection with nobody to talk to).
+struct StreamRecord {
+  std::string answered_by;  // the master behind it, from its first response
+  int responses = 0;
+  steady_clock::duration max_gap{};
+  steady_clock::time_point max_gap_end{};  // when the longest pause ended
+  bool broken = false;
+  steady_clock::time_point broken_at{};  // when a request went unanswered (reset, closed or kStall)
+  bool switched = false;  // answered by another master than at first
+};
+
+// " 12 ms (ended +1.93 s after the kill)": a stream's longest pause and when it ended.
+std::string fmt_gap(const StreamRecord& r, steady_clock::time_point restarted) {
+  char text[128];
+  std::snprintf(text, sizeof text, " %.0f ms (ended %+.2f s after the kill)", seconds(r.max_gap) * 1000,
+                seconds(r.max_gap_end - restarted));
+  if (r.broken) {
+    const std::size_t n = std::strlen(text);
+    std::snprintf(text + n, sizeof text - n, " broken at %+.2f s", seconds(r.broken_at - restarted));
+  }
+  return text;
+}
+
+StreamRecord flow(KeptConnection& stream, const std::stop_token& stop, std::atomic<int>& responses) {
+  constexpr auto kPace = 10ms;
+  constexpr auto kStall = 3s;
+  StreamRecord r;
+  auto last = steady_clock::now();
+  while (!stop.stop_requested()) {
+    const std::string who = stream.who(std::chrono::duration_cast<std::chrono::milliseconds>(kStall));
+    const auto now = steady_clock::now();
+    if (now - last > r.max_gap) r.max_gap = now - last, r.max_gap_end = now;
+    if (who.empty()) {
+      r.broken = true;
+      r.broken_at = now;
+      break;
+    }
+    if (r.answered_by.empty()) r.answered_by = who;
+    r.switched = r.switched || who != r.answered_by;
+    ++r.responses;
+    responses.fetch_add(1, std::memory_order_relaxed);
+    last = now;
+    std::this_thread::sleep_until(now + kPace);
+  }
+  return r;
+}
+
+TEST_F(KeepalivedPair, RestartingTheStandbysBalancerUnderLoadStallsNoStreamAndLeavesTheVip) {
+  // The standby must be the host with the higher VRRP priority (lb1), so that only nopreempt keeps
+  // it from taking the VIP back when its balancer comes back. When lb1 won the election, get
+  // there first: its balancer dies, the VIP moves to lb2, its balancer comes back (BACKUP).
+  const std::string standby = "lb1";
+  const std::string holder = peer_of(standby);
+  if (vip_holder() == standby) {
+    balancers_.at(standby)->kill();
+    ASSERT_TRUE(wait_for_vip_on(holder, 20s)) << "the VIP did not move to " << holder << "\n" << logs();
+    start_balancer(standby);
+  }
+  ASSERT_TRUE(wait_until([&] { return state_of(standby) == "BACKUP" && state_of(holder) == "MASTER"; }, 10s))
+      << standby << "=" << state_of(standby) << ", " << holder << "=" << state_of(holder) << "\n" << logs();
+
+  // Streams through the VIP, i.e. through the balancer on `holder`.
+  constexpr int kStreams = 6;
+  std::vector<std::unique_ptr<KeptConnection>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    streams.push_back(in_namespace(segment_->ns("client"), [vip = vip()] {
+      return std::make_unique<KeptConnection>(vip, 2s);
+    }).get());
+  }
+  std::atomic<int> responses{0};
+  std::vector<std::future<StreamRecord>> records;
+  std::stop_source stop;
+  for (auto& s : streams)
+    records.push_back(std::async(std::launch::async, [&s, token = stop.get_token(), &responses] {
+      return flow(*s, token, responses);
+    }));
+  // Stop the streams however the test ends.
+  struct StopAtExit {
+    std::stop_source& stop;
+    ~StopAtExit() { stop.request_stop(); }
+  } stop_at_exit{stop};
+  ASSERT_TRUE(wait_until([&] { return responses.load() >= 10 * kStreams; }, 10s)) << "the streams do not flow";
+
+  // Whoever holds the VIP is checked all along: every wait below looks at it as it polls.
+  std::string other_holder;
+  const auto vip_stays = [&] {
+    const std::string now = vip_holder();
+    if (now != holder && other_holder.empty()) other_holder = now.empty() ? "nobody" : now;
+    return other_holder.empty();
+  };
+  const auto restarted = steady_clock::now();
+  balancers_.at(standby)->kill();
+  const bool noticed = wait_until([&] { return !vip_stays() || state_of(standby) == "FAULT"; }, 10s, 20ms);
+  const auto fault_after = steady_clock::now() - restarted;
+  start_balancer(standby);
+  const bool back = wait_until([&] { return !vip_stays() || state_of(standby) == "BACKUP"; }, 10s, 20ms);
+  const auto backup_after = steady_clock::now() - restarted;
+  // A preempting peer with the higher priority takes the VIP within an advertisement or two.
+  wait_until([&] { return !vip_stays(); }, 4s, 50ms);
+  const int before_stop = responses.load();
+  const bool flowing = wait_until([&] { return responses.load() >= before_stop + kStreams; }, 5s);
+  stop.request_stop();
+
+  steady_clock::duration max_gap{};
+  int broken = 0, switched = 0, total = 0;
+  std::string gaps;
+  for (auto& f : records) {
+    const StreamRecord r = f.get();
+    max_gap = std::max(max_gap, r.max_gap);
+    broken += r.broken;
+    switched += r.switched;
+    total += r.responses;
+    gaps += fmt_gap(r, restarted);
+  }
+  std::printf("[ restart  ] apiserver-lb on standby %s killed and started again under load (%d streams through "
+              "the VIP on %s, %d responses): keepalived on %s went FAULT after %.2f s and BACKUP after %.2f s; "
+              "VIP stayed on %s: %s; longest pause on any stream %.0f ms (per stream:%s)\n",
+              standby.c_str(), kStreams, holder.c_str(), total, standby.c_str(), seconds(fault_after),
+              seconds(backup_after), holder.c_str(), other_holder.empty() ? "yes" : ("no, moved to " + other_holder).c_str(),
+              seconds(max_gap) * 1000, gaps.c_str());
+  RecordProperty("max_stream_gap_ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(max_gap).count()));
+  EXPECT_TRUE(noticed) << "keepalived on " << standby << " did not go FAULT without its balancer\n" << logs();
+  EXPECT_TRUE(back) << "keepalived on " << standby << " did not go back to BACKUP: " << state_of(standby) << "\n" << logs();
+  EXPECT_TRUE(other_holder.empty()) << "the VIP left " << holder << " for " << other_holder
+                                    << " while the standby's balancer restarted: nopreempt is not in effect\n" << logs();
+  EXPECT_TRUE(flowing) << "the streams stopped";
+  EXPECT_EQ(broken, 0) << "streams stalled for more than 3 s";
+  EXPECT_EQ(switched, 0) << "streams were re-established elsewhere";
+  EXPECT_LT(max_gap, 1s) << "a stream paused for " << seconds(max_gap) << " s";
+  EXPECT_TRUE(segment_->has_address(holder, kVip));
 }
 
 }  // namespace

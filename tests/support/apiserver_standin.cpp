@@ -41,6 +41,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -74,8 +75,8 @@ constexpr std::string_view kUsage =
     "  --readyz-status initial /readyz status (default 200)\n"
     "  --control       also serve the same endpoints over plain HTTP here (tests flip /readyz)\n"
     "  --threads       event loops (default 1)\n"
-    "endpoints: GET / /readyz[?verbose] /livez /healthz /standin/whoami /standin/stats;\n"
-    "           PUT|POST /standin/readyz?status=CODE[&check=NAME]\n";
+    "endpoints: GET / /readyz[?verbose] /livez /healthz /standin/whoami /standin/stats\n"
+    "           /standin/stream?bytes=N; PUT|POST /standin/readyz?status=CODE[&check=NAME]\n";
 
 struct Options {
   std::string listen = "127.0.0.1:0";
@@ -407,6 +408,26 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
   return reply(http::status::not_found, "404 page not found\n");
 }
 
+// GET /standin/stream?bytes=N: N bytes of body, written as fast as the client reads them, from
+// one shared block: a long download (a big list, a busy watch) that costs the stand-in no memory
+// (bench/soak.sh's long streams; the client paces it, e.g. curl --limit-rate). False when the
+// connection failed.
+template <class Stream>
+asio::awaitable<bool> stream_bytes(Stream& stream, std::uint64_t bytes, bool keep_alive) {
+  static const std::string block(64 * 1024, 'w');
+  const std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+                           std::to_string(bytes) + (keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
+  auto [head_ec, head_written] = co_await asio::async_write(stream, asio::buffer(head), use_nothrow);
+  if (head_ec) co_return false;
+  while (bytes > 0) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bytes, block.size()));
+    auto [ec, written] = co_await asio::async_write(stream, asio::buffer(block.data(), n), use_nothrow);
+    if (ec) co_return false;
+    bytes -= n;
+  }
+  co_return keep_alive;
+}
+
 template <class Stream>
 asio::awaitable<void> serve_http(Stream& stream, State& state, const Peer& peer) {
   beast::flat_buffer buffer;
@@ -414,6 +435,16 @@ asio::awaitable<void> serve_http(Stream& stream, State& state, const Peer& peer)
     http::request<http::string_body> request;
     auto [read_ec, read] = co_await http::async_read(stream, buffer, request, use_nothrow);
     if (read_ec) co_return;  // EOF, reset, garbage: the client is gone or not speaking HTTP
+    const std::string_view target(request.target().data(), request.target().size());
+    if (request.method() == http::verb::get && target.starts_with("/standin/stream?")) {
+      const auto bytes = to_int(query_value(target.substr(target.find('?') + 1), "bytes"));
+      if (bytes && *bytes >= 0) {
+        const bool keep_alive = request.keep_alive();
+        const bool more = co_await stream_bytes(stream, static_cast<std::uint64_t>(*bytes), keep_alive);
+        if (!more) co_return;
+        continue;
+      }
+    }
     auto response = handle(request, state, peer);
     const bool keep_alive = response.keep_alive();
     auto [write_ec, written] = co_await http::async_write(stream, response, use_nothrow);
