@@ -69,7 +69,7 @@ awaitable<bool> send(Stream& stream, const http::request<http::empty_body>& requ
 
 }  // namespace
 
-struct AdminServer::Impl {
+struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
   Impl(const tcp::endpoint& ep, asio::any_io_executor c, Gather g)
       : control(std::move(c)), gather(std::move(g)), acceptor(io) {
     acceptor.open(ep.protocol());
@@ -92,6 +92,7 @@ struct AdminServer::Impl {
   Gather gather;
   tcp::acceptor acceptor;
   std::size_t connections = 0;
+  bool alive = true;  // false once the AdminServer is gone; read and written on `control` only
   std::jthread thread;
 };
 
@@ -113,8 +114,15 @@ awaitable<void> AdminServer::Impl::accept_loop() {
 awaitable<AdminView> AdminServer::Impl::view() {
   // The supervisor lives on the control thread: gather there, render here. (Named locals rather
   // than temporaries inside co_await expressions: GCC 12 miscompiles some of those.)
-  auto on_control = [this]() -> awaitable<AdminView> { co_return gather(); };
-  AdminView v = co_await asio::co_spawn(control, on_control, asio::use_awaitable);
+  // A request may be waiting here when the control thread destroys the server (a reload that moves
+  // the admin address, shutdown): the gathering keeps Impl alive and gathers nothing then.
+  auto on_control = [self = shared_from_this()]() -> awaitable<AdminView> {
+    if (!self->alive) co_return AdminView{};
+    co_return self->gather();
+  };
+  // Moved, not copied: a copy in this frame (which the admin io_context owns) would keep Impl, and
+  // so the io_context, alive for ever.
+  AdminView v = co_await asio::co_spawn(control, std::move(on_control), asio::use_awaitable);
   co_return v;
 }
 
@@ -174,7 +182,7 @@ awaitable<void> AdminServer::Impl::serve(tcp::socket socket) {
 }
 
 AdminServer::AdminServer(const tcp::endpoint& endpoint, asio::any_io_executor control, Gather gather)
-    : impl_(std::make_unique<Impl>(endpoint, std::move(control), std::move(gather))) {
+    : impl_(std::make_shared<Impl>(endpoint, std::move(control), std::move(gather))) {
   asio::co_spawn(impl_->io, impl_->accept_loop(), log_bug);
   impl_->thread = std::jthread([impl = impl_.get()] {
     auto guard = asio::make_work_guard(impl->io);
@@ -183,6 +191,7 @@ AdminServer::AdminServer(const tcp::endpoint& endpoint, asio::any_io_executor co
 }
 
 AdminServer::~AdminServer() {
+  impl_->alive = false;
   impl_->io.stop();
   impl_->thread = {};  // joins
 }

@@ -52,7 +52,8 @@ class AdminServer {
  public:
   using Gather = std::function<AdminView()>;  // called on `control`
 
-  // Binds (throws std::system_error naming the address) and starts serving.
+  // Binds (throws std::system_error naming the address) and starts serving. Destroy it on the
+  // control executor's thread (or once that executor no longer runs).
   AdminServer(const boost::asio::ip::tcp::endpoint& endpoint, boost::asio::any_io_executor control,
               Gather gather);
   ~AdminServer();
@@ -63,7 +64,7 @@ class AdminServer {
 
  private:
   struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;  // shared with requests waiting on the control executor
 };
 
 // `apiserver-lb status [--admin ADDR]`: 0 ready, 1 not ready, 2 no answer or usage error.

@@ -1,7 +1,6 @@
 #include "lb/forwarder.hpp"
 
 #include "lb/balance.hpp"
-#include "lb/log_limit.hpp"
 #include "lb/pools.hpp"
 #include "lb/socket_options.hpp"
 
@@ -237,10 +236,6 @@ struct Forwarder::Impl {
   // seconds later than the configured timeouts.
   PhaseList young;
   PhaseList settling;
-  LogLimit accept_errors;
-  LogLimit connect_errors;
-  LogLimit no_target;
-  LogLimit over_limit;
   std::optional<asio::io_context> io{std::in_place, 1};
   std::optional<asio::steady_timer> connect_timer{std::in_place, *io};
   std::optional<asio::steady_timer> tune_timer{std::in_place, *io};
@@ -283,10 +278,10 @@ awaitable<void> Forwarder::Impl::accept_loop(std::unique_ptr<tcp::acceptor> owne
         if (would_block(err)) break;
         if (err == EINTR || err == ECONNABORTED) continue;
         // Out of descriptors or memory: the connection waits in the backlog until we recover.
-        if (accept_errors.allow())
+        if (shared.accept_errors.allow())
           spdlog::error("accept on {}: {}; backing off{}",
                         acceptor.local_endpoint().address().to_string(), std::strerror(err),
-                        accept_errors.suppressed());
+                        shared.accept_errors.suppressed());
         asio::steady_timer backoff(*io, kAcceptBackoff);
         co_await backoff.async_wait(use_nothrow);
         break;
@@ -296,9 +291,9 @@ awaitable<void> Forwarder::Impl::accept_loop(std::unique_ptr<tcp::acceptor> owne
         shared.connections.fetch_sub(1, std::memory_order_relaxed);
         shared.rejected.fetch_add(1, std::memory_order_relaxed);
         ::close(fd);
-        if (over_limit.allow())
+        if (shared.over_limit.allow())
           spdlog::warn("max_connections ({}) reached: closing new connections{}",
-                       settings.max_connections, over_limit.suppressed());
+                       settings.max_connections, shared.over_limit.suppressed());
         continue;
       }
       (new Connection(*this, fd, protocol))->start();
@@ -389,8 +384,8 @@ void Connection::start() {
   pinned_ = w_.targets;
   if (!pinned_ || pinned_->eligible().empty()) {
     w_.shared.failed.fetch_add(1, std::memory_order_relaxed);
-    if (w_.no_target.allow())
-      spdlog::error("no target configured: closing client connection{}", w_.no_target.suppressed());
+    if (w_.shared.no_target.allow())
+      spdlog::error("no target configured: closing client connection{}", w_.shared.no_target.suppressed());
     abort();
     return;
   }
@@ -486,18 +481,18 @@ void Connection::connect_failed(int err) {
   const Target& target = *target_;
   target.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
   const std::string reason = describe(err);
-  if (w_.connect_errors.allow())
+  if (w_.shared.connect_errors.allow())
     spdlog::warn("connect to {} failed: {}; trying another target{}", target.name, reason,
-                 w_.connect_errors.suppressed());
+                 w_.shared.connect_errors.suppressed());
   if (w_.shared.on_connect_failure) w_.shared.on_connect_failure(target, reason);
   try_targets();
 }
 
 void Connection::give_up() {
   w_.shared.failed.fetch_add(1, std::memory_order_relaxed);
-  if (w_.no_target.allow())
+  if (w_.shared.no_target.allow())
     spdlog::error("no target reachable after {} attempts: closing client connection{}",
-                  tried_.size(), w_.no_target.suppressed());
+                  tried_.size(), w_.shared.no_target.suppressed());
   abort();
 }
 

@@ -2,6 +2,7 @@
 
 #include "config/config.hpp"
 #include "healthcheck/target_set.hpp"
+#include "lb/log_limit.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -36,6 +37,8 @@ struct ForwarderShared {
   std::atomic<std::int64_t> connections{0};  // accepted and not yet closed, all workers
   std::atomic<std::uint64_t> rejected{0};    // closed at once because of max_connections
   std::atomic<std::uint64_t> failed{0};      // clients closed because no target could be reached
+  // Rate limits of the workers' error lines: at most one a second for the whole process.
+  LogLimit accept_errors, connect_errors, no_target, over_limit;
   // Called on a worker thread after a failed connect; must be thread-safe (post to the control thread).
   std::function<void(const healthcheck::Target&, std::string_view reason)> on_connect_failure;
 };

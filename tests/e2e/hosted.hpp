@@ -69,9 +69,11 @@ class HttpClient {
 };
 
 // Plain-HTTP `GET /` through the balancer on a new connection: the stand-in's name, or "" when it
-// failed. Bounded: a request lost with a silent host fails after 3 s, it never hangs.
-inline std::string who_plain(const tcp::endpoint& lb) {
-  const auto reply = http_get(lb, "/", std::chrono::seconds(3));
+// failed. Bounded: a request lost with a silent host fails after `deadline`, it never hangs. (In
+// a namespace of its own: call it on a thread inside that namespace.)
+inline std::string who_plain(const tcp::endpoint& lb,
+                             std::chrono::milliseconds deadline = std::chrono::seconds(3)) {
+  const auto reply = http_get(lb, "/", deadline);
   if (!reply.ok() || reply.status != 200) return "";
   std::string body = reply.body;
   while (!body.empty() && body.back() == '\n') body.pop_back();

@@ -5,6 +5,7 @@
 // on a real L2 segment and nothing touches the test machine's own network. The tests kill the
 // active balancer and print how long new client connections through the VIP failed, and restart
 // the standby's balancer under load and print the longest pause seen on the established streams.
+#include "tests/e2e/hosted.hpp"
 #include "tests/support/backends.hpp"
 #include "tests/support/netns.hpp"
 #include "tests/support/process.hpp"
@@ -181,16 +182,6 @@ class Segment {
   std::vector<std::string> namespaces_;
 };
 
-// One HTTP GET of "/" over a fresh connection to `endpoint` within `deadline`: the stand-in's name,
-// or "" when it failed. Call it on a thread inside the client's namespace.
-std::string who_answers(const tcp::endpoint& endpoint, std::chrono::milliseconds deadline) {
-  const HttpReply reply = http_get(endpoint, "/", deadline);
-  if (!reply.ok() || reply.status != 200) return "";
-  std::string body = reply.body;
-  while (!body.empty() && body.back() == '\n') body.pop_back();
-  return body;
-}
-
 // An established HTTP/1.1 connection kept open across a test phase (plain POSIX, so every wait has
 // a deadline). Connect on a thread inside the client's namespace; use from any thread.
 class KeptConnection {
@@ -263,7 +254,7 @@ Recovery first_answer(const tcp::endpoint& vip, std::chrono::milliseconds deadli
   const auto until = steady_clock::now() + deadline;
   while (steady_clock::now() < until) {
     const auto started = steady_clock::now();
-    r.answered_by = who_answers(vip, attempt);
+    r.answered_by = who_plain(vip, attempt);
     if (!r.answered_by.empty()) {
       r.answered = steady_clock::now();
       return r;
@@ -328,7 +319,7 @@ class KeepalivedPair : public testing::Test {
                 check_kind_.c_str());
     ASSERT_TRUE(wait_until([&] { return state_of(vip_holder()) == "MASTER"; }, 5s))
         << "the notify hook did not record MASTER on " << vip_holder() << ": \"" << state_of(vip_holder()) << "\"";
-    const auto who = in_namespace(segment_->ns("client"), [&] { return who_answers(vip(), 5s); }).get();
+    const auto who = in_namespace(segment_->ns("client"), [&] { return who_plain(vip(), 5s); }).get();
     ASSERT_FALSE(who.empty()) << "no answer through the VIP before any failure";
   }
 
