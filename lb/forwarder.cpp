@@ -6,6 +6,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detail/reactor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -16,6 +17,8 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +27,7 @@
 #include <optional>
 #include <sstream>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 namespace apilb::lb {
@@ -48,27 +52,88 @@ constexpr int kStepsPerTurn = 16;
 // these (see Forwarder::Impl::tune_tick).
 constexpr auto kTuneTick = std::chrono::seconds(1);
 
+// Two shortcuts below use Asio's internals as Boost 1.81 (Debian 12) has them: recheck both on
+// an upgrade (the epoll reactor's start_op and the socket state bits).
+static_assert(BOOST_VERSION == 108100, "recheck Socket::adopt and Waiter against this Boost");
+static_assert(std::is_same_v<asio::detail::reactor, asio::detail::epoll_reactor>);
+
+// A wait for readiness that costs no system call. Asio registers every socket with epoll once,
+// edge-triggered, yet its async_wait issues an EPOLL_CTL_MOD on every call (so that a level that
+// is already there is reported): two of 6.2 system calls per kept-alive request, four per new
+// connection. The relay only waits right after a read that left nothing behind (see
+// Connection::copy_some), a send that found the socket full, or a connect in progress, all in the
+// same handler: the next edge is certain to come, so queueing the operation on the descriptor is
+// enough. The reactor calls perform() once at once (the speculative attempt; `starting` makes it
+// decline, so the operation is queued without an epoll_ctl) and again when an edge arrives (then
+// it is done). Embedded in its connection: no allocation per wait. A reactor operation is completed
+// by the scheduler with the owner set, or destroyed with the owner null when the io_context goes
+// away with it still pending.
+class Waiter : public asio::detail::reactor_op {
+ public:
+  explicit Waiter(Connection& c) : reactor_op(error_code(), &perform, &complete), connection(c) {}
+
+  // The edge to wait for: read_op (readable, EOF or error) or write_op (writable or error).
+  void start(asio::detail::reactor& reactor, asio::detail::reactor::per_descriptor_data& data,
+             int descriptor, int op_type) {
+    ec_ = {};
+    starting = true;
+    reactor.start_op(op_type, descriptor, data, this, true, true);
+    starting = false;
+  }
+  // Completes at the worker's next turn, without waiting: lets the worker's other connections run.
+  void yield(asio::detail::reactor& reactor) {
+    ec_ = {};
+    reactor.post_immediate_completion(this, true);
+  }
+  // The epoll events of the last wake-up of a descriptor: Asio keeps them in its descriptor state
+  // (an operation; its base is private, which only a C-style cast may convert to) while and after
+  // it performs the operations queued there.
+  static std::uint32_t last_events(asio::detail::reactor::per_descriptor_data state) noexcept {
+    if (!state) return 0;
+    const auto* op = (const asio::detail::operation*)state;
+    return op->*(&Waiter::task_result_);
+  }
+
+ private:
+  static status perform(reactor_op* op) {
+    return static_cast<Waiter*>(op)->starting ? not_done : done;
+  }
+  static void complete(void* owner, asio::detail::operation* op, const error_code&, std::size_t);
+
+  Connection& connection;
+  bool starting = false;
+};
+
 // A worker's socket: bound to its io_context executor (40 bytes instead of 88 with
 // any_io_executor), and able to adopt a descriptor we created non-blocking (accept4, socket with
 // SOCK_NONBLOCK) and never duplicated. Plain assign() assumes neither and pays for it on every
 // connection: an ioctl(FIONBIO) before the first wait and an EPOLL_CTL_DEL before close (measured:
-// 4 of 25 system calls per new connection). This sets Asio's per-socket state bits (Boost 1.81,
-// as Debian 12 ships it) as its own open() + non_blocking(true) would have left them.
+// 4 of 25 system calls per new connection). This sets Asio's per-socket state bits as its own
+// open() + non_blocking(true) would have left them.
 class Socket : public asio::basic_stream_socket<tcp, asio::io_context::executor_type> {
  public:
   using basic_stream_socket::basic_stream_socket;
   void adopt(tcp protocol, int fd, error_code& ec) {
     assign(protocol, fd, ec);
-#if BOOST_VERSION == 108100  // the state bits are Asio's internals: recheck them on an upgrade
     namespace ops = asio::detail::socket_ops;
     if (!ec) impl_.get_implementation().state_ = ops::stream_oriented | ops::internal_non_blocking;
-#endif
   }
+  void wait_edge(asio::detail::reactor& reactor, Waiter& waiter, int op_type) {
+    auto& impl = impl_.get_implementation();
+    waiter.start(reactor, impl.reactor_data_, impl.socket_, op_type);
+  }
+  // What epoll reported at this socket's last wake-up.
+  std::uint32_t last_events() noexcept {
+    return Waiter::last_events(impl_.get_implementation().reactor_data_);
+  }
+  // An error or hang-up: a RST that arrived behind data, which the read that takes the data
+  // cannot tell.
+  bool hung_up() noexcept { return last_events() & (EPOLLERR | EPOLLHUP); }
 };
 
-// What one relay step ended with: `more` (a full buffer: read again), `drained` (a short read or
-// EAGAIN: wait for readability), `blocked` (the destination is full: wait for writability, bytes in
-// hand), `eof`, `error`.
+// What one relay step ended with: `more` (read again), `drained` (a read that left nothing behind,
+// or EAGAIN: wait for readability), `blocked` (the destination is full: wait for writability, bytes
+// in hand), `eof`, `error`.
 enum class Step { more, drained, blocked, eof, error };
 
 bool would_block(int err) noexcept { return err == EAGAIN || err == EWOULDBLOCK; }
@@ -109,8 +174,8 @@ using PhaseHook =
 // 5.4 KiB per connection (frames of serve, operator&&, two pumps, co_spawn entry points, cancellation
 // slots); now an idle connection holds this object, two Asio descriptor states and two pending
 // waits: 0.91 KiB. Owned by itself: it deletes itself once it is closed and its last pending wait
-// has completed. Linked into its worker's list so the worker can close it; touched only on its
-// worker.
+// has completed or been abandoned. Linked into its worker's list so the worker can close it;
+// touched only on its worker.
 class Connection : public AllHook {
  public:
   Connection(Forwarder::Impl& w, int fd, tcp protocol);
@@ -125,6 +190,14 @@ class Connection : public AllHook {
   // The connect deadline passed: fail the attempt through the pending wait.
   void connect_timed_out() noexcept;
   void tune_upstream() noexcept;
+  // A Waiter of this connection completed (`ec` is operation_aborted when it was cancelled).
+  void woken(const Waiter& waiter, error_code ec);
+  // A Waiter of this connection was destroyed unfinished: the worker is going away.
+  void abandoned() noexcept {
+    --pending_;
+    closed_ = true;
+    release();
+  }
   bool connected_to(const healthcheck::TargetStats* stats) const noexcept {
     return established_ && target_->stats.get() == stats;
   }
@@ -158,8 +231,8 @@ class Connection : public AllHook {
   void pump(int dir);
   void wait(int dir, bool for_write);
   void on_ready(int dir, error_code ec);
-  Step copy_some(Half& h, int from, int to);
-  Step splice_some(Half& h, int from, int to);
+  Step copy_some(int dir);
+  Step splice_some(int dir);
   Step send_held(Half& h, int to);
   void end(int dir);
   void flush(int dir) noexcept;
@@ -172,11 +245,14 @@ class Connection : public AllHook {
   Forwarder::Impl& w_;
   Socket client_;
   Socket upstream_;
+  // One per direction: a direction waits for one thing at a time, and the connect (before either
+  // direction runs) uses the first.
+  Waiter waiters_[2]{Waiter(*this), Waiter(*this)};
   TargetSetPtr pinned_;             // keeps target_ alive
   const Target* target_ = nullptr;  // the current attempt, then the connected target
   Half half_[2];                    // [0] client -> upstream, [1] upstream -> client
   Tried tried_;
-  std::uint8_t pending_ = 0;        // async waits not completed yet
+  std::uint8_t pending_ = 0;        // waiters started and not completed yet
   bool closed_ = false;
   bool established_ = false;
   bool timed_out_ = false;
@@ -191,12 +267,13 @@ struct Forwarder::Impl {
         listener_tcp(settings.tcp) {}
 
   ~Impl() {
-    // Connections first (their sockets and timers belong to io); their pending handlers are
-    // destroyed, never run, with io.
-    connections.clear_and_dispose([](Connection* c) { delete c; });
+    // Close every connection. Those with a wait pending go when io is destroyed: it abandons
+    // their waiters, the last of which deletes its connection (a waiter lives in its connection,
+    // so the connection must outlive io's hold on it). Destroying io also destroys the coroutine
+    // frames (acceptors) while everything they refer to is still alive.
+    for_each_connection([](Connection& c) { c.abort(); });
     connect_timer.reset();
     tune_timer.reset();
-    // Destroy the coroutine frames (acceptors) while everything they refer to is still alive.
     io.reset();
   }
 
@@ -237,6 +314,7 @@ struct Forwarder::Impl {
   PhaseList young;
   PhaseList settling;
   std::optional<asio::io_context> io{std::in_place, 1};
+  asio::detail::reactor& reactor = asio::use_service<asio::detail::reactor>(*io);
   std::optional<asio::steady_timer> connect_timer{std::in_place, *io};
   std::optional<asio::steady_timer> tune_timer{std::in_place, *io};
   Clock::time_point connect_timer_at;
@@ -430,6 +508,7 @@ Connection::Attempt Connection::open_and_connect(const Target& target, int& erro
                           IPPROTO_TCP);
   if (fd < 0) return Attempt::shortage;
   set_nodelay(fd);
+  report_unread(fd);
   int rc;
   do rc = ::connect(fd, ep.data(), static_cast<socklen_t>(ep.size()));
   while (rc != 0 && errno == EINTR);
@@ -449,7 +528,7 @@ Connection::Attempt Connection::open_and_connect(const Target& target, int& erro
   deadline = Clock::now() + (panic ? w_.settings.panic_connect_timeout : w_.settings.connect_timeout);
   w_.watch_connect(*this);
   ++pending_;
-  upstream_.async_wait(Socket::wait_write, [this](error_code e) { on_connected(e); });
+  upstream_.wait_edge(w_.reactor, waiters_[0], asio::detail::reactor::write_op);
   return Attempt::waiting;
 }
 
@@ -504,10 +583,16 @@ void Connection::established() {
   if (detects_dead_peers(w_.settings.tcp)) w_.watch_young(*this);
   const bool splice = w_.settings.relay.splice == config::SpliceMode::always;
   half_[0].splice = half_[1].splice = splice;
-  // The target speaks second: wait for it. The client has usually sent its first bytes while we
-  // connected: try them at once rather than paying a wait (an epoll_ctl) first. The wait goes
-  // first so that an error in pump() cannot delete `this` under it.
-  wait(1, false);
+  // The target speaks second: wait for it, unless the wake-up that completed the connect said it
+  // has spoken already (that edge is gone: read at the next turn). The client has usually sent its
+  // first bytes while we connected: try them at once rather than paying a wait first. The wait
+  // goes first so that an error in pump() cannot delete `this` under it.
+  if (upstream_.last_events() & EPOLLIN) {
+    ++pending_;
+    waiters_[1].yield(w_.reactor);
+  } else {
+    wait(1, false);
+  }
   pump(0);
 }
 
@@ -528,11 +613,8 @@ void Connection::abort() noexcept {
 // Moves one direction until its source is drained or its destination full, then waits. A buffer
 // or pipe is held only while bytes are in flight: an idle connection holds neither.
 void Connection::pump(int dir) {
-  Half& h = half_[dir];
-  const int from = source(dir).native_handle();
-  const int to = sink(dir).native_handle();
   for (int steps = 0; steps < kStepsPerTurn; ++steps) {
-    const Step step = h.splice ? splice_some(h, from, to) : copy_some(h, from, to);
+    const Step step = half_[dir].splice ? splice_some(dir) : copy_some(dir);
     switch (step) {
       case Step::more:
         continue;
@@ -551,14 +633,25 @@ void Connection::pump(int dir) {
   }
   // A long burst: let the worker's other connections run, then carry on.
   ++pending_;
-  asio::post(w_.io->get_executor(), [this, dir] { on_ready(dir, {}); });
+  waiters_[dir].yield(w_.reactor);
 }
 
 void Connection::wait(int dir, bool for_write) {
   ++pending_;
-  Socket& s = for_write ? sink(dir) : source(dir);
-  s.async_wait(for_write ? Socket::wait_write : Socket::wait_read,
-               [this, dir](error_code ec) { on_ready(dir, ec); });
+  using reactor = asio::detail::reactor;
+  if (for_write) sink(dir).wait_edge(w_.reactor, waiters_[dir], reactor::write_op);
+  else source(dir).wait_edge(w_.reactor, waiters_[dir], reactor::read_op);
+}
+
+void Connection::woken(const Waiter& waiter, error_code ec) {
+  if (!established_) return on_connected(ec);
+  on_ready(&waiter == &waiters_[0] ? 0 : 1, ec);
+}
+
+void Waiter::complete(void* owner, asio::detail::operation* op, const error_code&, std::size_t) {
+  auto& self = *static_cast<Waiter*>(op);
+  if (owner) self.connection.woken(self, self.ec_);
+  else self.connection.abandoned();
 }
 
 void Connection::on_ready(int dir, error_code ec) {
@@ -595,14 +688,25 @@ void Connection::flush(int dir) noexcept {
   counter.fetch_add(std::exchange(h.moved, 0), std::memory_order_relaxed);
 }
 
-// recv into a pooled buffer, send it all. A read shorter than the buffer means the socket is
-// drained (as HAProxy and nginx assume): wait for readability instead of reading again to find
-// EAGAIN (measured: 8.4 -> 6.4 system calls per kept-alive request).
-Step Connection::copy_some(Half& h, int from, int to) {
+// recv into a pooled buffer, send it all. A read is the last one until the next edge when it
+// leaves nothing behind: no bytes and no FIN (TCP_INQ says so; without it, read again) and no RST
+// either (epoll's last wake-up says so). Measured: 8.4 -> 6.4 system calls per kept-alive request
+// against reading until EAGAIN, and the FIN of a short exchange (Connection: close) comes with the
+// answer instead of a wait of its own.
+Step Connection::copy_some(int dir) {
+  Half& h = half_[dir];
+  const int from = source(dir).native_handle();
   auto buffer = w_.buffers.take();
   const std::size_t size = w_.buffers.buffer_size();
+  iovec iov{buffer.get(), size};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
   ssize_t n;
-  do n = ::recv(from, buffer.get(), size, MSG_DONTWAIT);
+  do n = ::recvmsg(from, &msg, MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
   if (n <= 0) {
     const int err = errno;
@@ -610,6 +714,10 @@ Step Connection::copy_some(Half& h, int from, int to) {
     if (n == 0) return Step::eof;
     return would_block(err) ? Step::drained : Step::error;
   }
+  int unread = 1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+    if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ)
+      std::memcpy(&unread, CMSG_DATA(c), sizeof unread);
   const bool full = static_cast<std::size_t>(n) == size;
   // A full buffer means a bulk transfer: from now on move it with splice(2), as HAProxy's
   // splice-auto does.
@@ -617,9 +725,10 @@ Step Connection::copy_some(Half& h, int from, int to) {
   h.buffer = std::move(buffer);
   h.pending = static_cast<std::uint32_t>(n);
   h.sent = 0;
-  const Step sent = send_held(h, to);
+  const Step sent = send_held(h, sink(dir).native_handle());
   if (sent != Step::more) return sent;
-  return full ? Step::more : Step::drained;
+  const bool last = !full && unread == 0 && !source(dir).hung_up();
+  return last ? Step::drained : Step::more;
 }
 
 // Sends what `h` holds (buffer or pipe); `more` once it is all out and the buffer or pipe is back
@@ -654,9 +763,11 @@ Step Connection::send_held(Half& h, int to) {
   return Step::more;
 }
 
-Step Connection::splice_some(Half& h, int from, int to) {
+Step Connection::splice_some(int dir) {
+  Half& h = half_[dir];
   const Pipe pipe = w_.pipes.take();
-  if (!pipe) return copy_some(h, from, to);  // out of descriptors: one buffered step instead
+  if (!pipe) return copy_some(dir);  // out of descriptors: one buffered step instead
+  const int from = source(dir).native_handle();
   ssize_t n;
   do n = ::splice(from, nullptr, pipe.write, nullptr, kSpliceChunk,
                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -670,7 +781,7 @@ Step Connection::splice_some(Half& h, int from, int to) {
   h.pipe = pipe;
   h.pending = static_cast<std::uint32_t>(n);
   h.sent = 0;
-  return send_held(h, to);
+  return send_held(h, sink(dir).native_handle());
 }
 
 Forwarder::Forwarder(ForwarderSettings settings, ForwarderShared& shared)
@@ -691,7 +802,8 @@ tcp::endpoint Forwarder::listen(const tcp::endpoint& ep) {
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     // Like nginx: a v6 listener is v6 only, so [::]:6443 and 0.0.0.0:6443 can coexist.
     if (ep.protocol() == tcp::v6()) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    tune_tcp(fd, impl_->listener_tcp);  // inherited by every accepted socket
+    tune_tcp(fd, impl_->listener_tcp);  // inherited by every accepted socket, as is:
+    report_unread(fd);
     acceptor->bind(ep, ec);
   }
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);

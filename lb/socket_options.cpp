@@ -38,6 +38,8 @@ void tune_dead_peer_detection(int fd, const config::Tcp& tcp) noexcept {
     set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, static_cast<int>(tcp.user_timeout.count()));
 }
 
+void report_unread(int fd) noexcept { set_int(fd, IPPROTO_TCP, TCP_INQ, 1); }
+
 void tune_tcp(int fd, const config::Tcp& tcp) noexcept {
   set_nodelay(fd);
   tune_dead_peer_detection(fd, tcp);

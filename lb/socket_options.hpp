@@ -17,6 +17,11 @@ void set_nodelay(int fd) noexcept;
 void tune_dead_peer_detection(int fd, const config::Tcp& tcp) noexcept;
 bool detects_dead_peers(const config::Tcp& tcp) noexcept;
 
+// TCP_INQ: every recvmsg(2) also says how many bytes are left to read, and 1 once only a FIN is
+// left, so a read that took all the data also tells whether the peer has finished. Listening sockets
+// pass it on to the sockets they accept. Failures are ignored: without it the relay reads once more.
+void report_unread(int fd) noexcept;
+
 // Never let a write to a closed peer (splice(2) has no MSG_NOSIGNAL) kill the process.
 void ignore_sigpipe() noexcept;
 

@@ -10,6 +10,8 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <array>
 #include <thread>
@@ -124,6 +126,86 @@ TEST(Forwarder, RelaysBothWaysAndPropagatesHalfClose) {
                                  test::AfterSend::shut_down_write);
   EXPECT_FALSE(reply.error) << reply.error.message();  // the backend's FIN came back: EOF
   EXPECT_EQ(reply.data, "hello, apiserver");
+}
+
+// Says its piece and ends the connection right after, with a FIN or a RST, so that both usually
+// reach the balancer together, in one epoll wake-up. It speaks either first, as soon as it accepts
+// (its greeting may then arrive in the very wake-up that completes the balancer's connect), or
+// once the client's first bytes are in (a RST straight after accepting would fail the connect).
+class Greeter {
+ public:
+  enum class End { fin, reset };
+  enum class Speaks { first, second };
+  static constexpr std::string_view kGreeting = "220 hello";
+
+  Greeter(Speaks speaks, End end) : speaks_(speaks), end_(end) {
+    listener_.open(tcp::v4());
+    listener_.bind(test::loopback());
+    listener_.listen();
+    thread_ = std::jthread([this] { serve(); });
+  }
+  ~Greeter() {
+    ::shutdown(listener_.native_handle(), SHUT_RDWR);  // wakes the blocked accept()
+    thread_.join();
+  }
+  tcp::endpoint endpoint() const { return listener_.local_endpoint(); }
+
+ private:
+  void serve() {
+    for (;;) {
+      const int fd = ::accept4(listener_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      char request[64];
+      if (speaks_ == Speaks::second && ::recv(fd, request, sizeof request, 0) <= 0) {
+        ::close(fd);
+        continue;
+      }
+      ::send(fd, kGreeting.data(), kGreeting.size(), MSG_NOSIGNAL);
+      if (end_ == End::reset) {
+        const linger abort{1, 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+      }
+      ::close(fd);
+    }
+  }
+
+  Speaks speaks_;
+  End end_;
+  asio::io_context io_;
+  tcp::acceptor listener_{io_};
+  std::jthread thread_;
+};
+
+// The relay waits for the next epoll edge without re-arming (Waiter in forwarder.cpp): these are
+// the cases where that edge has already passed when the last read returns, so the read itself
+// must tell that the peer has finished (TCP_INQ for a FIN, the wake-up's events for a RST).
+TEST(Forwarder, PassesOnAGreetingAndAFinThatArriveTogether) {
+  Greeter backend(Greeter::Speaks::first, Greeter::End::fin);
+  Balancer lb({make_target(backend.endpoint())});
+  for (int i = 0; i < 300; ++i) {
+    const auto reply = test::fetch(lb.endpoint(), "", 2s);
+    ASSERT_FALSE(reply.error) << "connection " << i << ": " << reply.error.message();
+    ASSERT_EQ(reply.data, Greeter::kGreeting) << "connection " << i;
+  }
+}
+
+TEST(Forwarder, PassesOnAnAnswerAndAFinThatArriveTogether) {
+  Greeter backend(Greeter::Speaks::second, Greeter::End::fin);
+  Balancer lb({make_target(backend.endpoint())});
+  for (int i = 0; i < 300; ++i) {
+    const auto reply = test::fetch(lb.endpoint(), "EHLO", 2s);
+    ASSERT_FALSE(reply.error) << "connection " << i << ": " << reply.error.message();
+    ASSERT_EQ(reply.data, Greeter::kGreeting) << "connection " << i;
+  }
+}
+
+TEST(Forwarder, ClosesTheClientWhenAnAnswerAndAResetArriveTogether) {
+  Greeter backend(Greeter::Speaks::second, Greeter::End::reset);
+  Balancer lb({make_target(backend.endpoint())});
+  for (int i = 0; i < 300; ++i) {
+    const auto reply = test::fetch(lb.endpoint(), "EHLO", 2s);
+    ASSERT_NE(reply.error, asio::error::timed_out) << "connection " << i << " was left open";
+  }
 }
 
 TEST(Forwarder, RoundRobinSpreadsConnectionsEvenlyOverThreeTargets) {
