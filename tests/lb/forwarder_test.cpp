@@ -179,24 +179,23 @@ class Greeter {
 // The relay waits for the next epoll edge without re-arming (Waiter in forwarder.cpp): these are
 // the cases where that edge has already passed when the last read returns, so the read itself
 // must tell that the peer has finished (TCP_INQ for a FIN, the wake-up's events for a RST).
-TEST(Forwarder, PassesOnAGreetingAndAFinThatArriveTogether) {
-  Greeter backend(Greeter::Speaks::first, Greeter::End::fin);
+// 300 connections, each sending `request`: every one must get the greeting, then the end.
+void expect_greeting_then_eof(Greeter::Speaks speaks, std::string_view request) {
+  Greeter backend(speaks, Greeter::End::fin);
   Balancer lb({make_target(backend.endpoint())});
   for (int i = 0; i < 300; ++i) {
-    const auto reply = test::fetch(lb.endpoint(), "", 2s);
+    const auto reply = test::fetch(lb.endpoint(), request, 2s);
     ASSERT_FALSE(reply.error) << "connection " << i << ": " << reply.error.message();
     ASSERT_EQ(reply.data, Greeter::kGreeting) << "connection " << i;
   }
 }
 
+TEST(Forwarder, PassesOnAGreetingAndAFinThatArriveTogether) {
+  expect_greeting_then_eof(Greeter::Speaks::first, "");
+}
+
 TEST(Forwarder, PassesOnAnAnswerAndAFinThatArriveTogether) {
-  Greeter backend(Greeter::Speaks::second, Greeter::End::fin);
-  Balancer lb({make_target(backend.endpoint())});
-  for (int i = 0; i < 300; ++i) {
-    const auto reply = test::fetch(lb.endpoint(), "EHLO", 2s);
-    ASSERT_FALSE(reply.error) << "connection " << i << ": " << reply.error.message();
-    ASSERT_EQ(reply.data, Greeter::kGreeting) << "connection " << i;
-  }
+  expect_greeting_then_eof(Greeter::Speaks::second, "EHLO");
 }
 
 TEST(Forwarder, ClosesTheClientWhenAnAnswerAndAResetArriveTogether) {
