@@ -301,7 +301,6 @@ TEST(Abuse, AClientThatNeverReadsItsResponsesCannotMakeTheBalancerBufferWithoutB
 
 TEST(Abuse, RunningOutOfFileDescriptorsRefusesNewClientsQuietlyAndRecovers) {
   constexpr rlim_t kLimit = 64;
-  constexpr int kWorkers = 2;
   EchoBackend a, b;
   Balancer lb({"--target", to_string(a.endpoint()), "--target", to_string(b.endpoint())},
               "threads: 2\nhealth: { interval: 200ms, timeout: 100ms }\n");
