@@ -149,7 +149,7 @@ if (( build )); then
   (cd "$root" && cmake --preset release >/dev/null && cmake --build --preset release \
      --target apiserver-lb bulk idle >/dev/null)
 fi
-for b in lb/apiserver-lb bench/bulk bench/idle; do
+for b in cli/apiserver-lb bench/bulk bench/idle; do
   [[ -x $bin/$b ]] || die "$bin/$b is missing: build the release preset"
 done
 
@@ -158,54 +158,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (( $(ulimit -n) >= 18500 )) || die "ulimit -n is $(ulimit -n): 9,000 idle connections need 18,500"
 
 # --- processes ---------------------------------------------------------------------------------
-work=$(mktemp -d /tmp/apilb-bench.XXXXXX)
-chmod 755 "$work"  # nginx workers (www-data) read the backend files
-declare -A started=()  # pid -> name; each one leads its own process group (setsid)
-
-cleanup() {
-  local pid
-  for pid in "${!started[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${!started[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# spawn NAME CPUS CMD...: starts CMD pinned to CPUS in its own process group; sets $spawned.
-spawn() {
-  local name=$1 cpus=$2
-  shift 2
-  setsid taskset -c "$cpus" "$@" >"$work/$name.out" 2>"$work/$name.err" </dev/null &
-  spawned=$!
-  started[$spawned]=$name
-}
-
-dead() { [[ ! -e /proc/$1 ]] || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
-
-# stop PID: SIGTERM to its group, SIGKILL after 5 s.
-stop() {
-  local pid=$1 i
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do dead "$pid" && break; sleep 0.1; done
-  dead "$pid" || kill -KILL -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  unset "started[$pid]"
-}
-
-# wait_listen PORT PID: until something listens on 127.0.0.1:PORT (10 s), or PID died.
-wait_listen() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    ss -Hltn "sport = :$1" | grep -q . && return 0
-    dead "$2" && break
-    sleep 0.1
-  done
-  log "nothing listens on port $1 (${started[$2]:-?}):"
-  tail -5 "$work/${started[$2]:-none}.err" >&2 2>/dev/null || true
-  return 1
-}
+source "$here/procs.sh" bench
 
 tree() { echo "$1"; pgrep -P "$1" || true; }
 # CPU seconds (utime + stime) of PID and its children; fields after "(comm) " start at field 3.
@@ -305,7 +258,7 @@ balance: least_connections
 threads: $threads
 log: { level: warn }
 EOF
-      spawn "$subject" "$lb_cpus" "$bin/lb/apiserver-lb" run --config "$dir/config.yaml" ;;
+      spawn "$subject" "$lb_cpus" "$bin/cli/apiserver-lb" run --config "$dir/config.yaml" ;;
     haproxy|haproxy-splice)
       local splice=""
       [[ $subject == haproxy-splice ]] && splice=$'  option splice-request\n  option splice-response'
@@ -539,7 +492,7 @@ mkdir -p "$out"
   echo "# apiserver-lb benchmark: $(date -u +'%Y-%m-%d %H:%M UTC')"
   echo
   echo "Machine: $ncpu CPUs ($cpu_model), Linux $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM."
-  echo "apiserver-lb $commit$dirty, binary built $(date -u -r "$bin/lb/apiserver-lb" +'%Y-%m-%d %H:%M UTC'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3); wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
+  echo "apiserver-lb $commit$dirty, binary built $(date -u -r "$bin/cli/apiserver-lb" +'%Y-%m-%d %H:%M UTC'); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3); wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
   echo "Run: $( ((quick)) && echo "--quick, " )$rounds round(s), ${seconds}s per measurement (scaling: 1 round, ${scale_seconds}s); $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s."
   echo "Load before: \`${uptime_before## }\`"
   echo "Load after: \`${uptime_after## }\`"

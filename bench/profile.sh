@@ -34,38 +34,12 @@ if (( build )); then
   (cd "$root" && cmake --preset release >/dev/null && cmake --build --preset release --target apiserver-lb >/dev/null)
 fi
 
-work=$(mktemp -d /tmp/apilb-profile.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+source "$here/procs.sh" profile
 
 ncpu=$(nproc)
 lb_cpu=$((ncpu - 1))
 load_cpus=0-$((ncpu > 1 ? ncpu - 2 : 0))
 backend=28080 lb_port=28180 haproxy_port=28181
-
-start() {  # start NAME CPUS CMD...; sets $started
-  local name=$1 cpus=$2
-  shift 2
-  setsid taskset -c "$cpus" "$@" >"$work/$name.out" 2>"$work/$name.err" </dev/null &
-  started=$!
-  pids+=("$started")
-}
-wait_listen() {
-  local i
-  for ((i = 0; i < 100; i++)); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done
-  echo "profile.sh: nothing listens on port $1" >&2
-  exit 1
-}
 
 mkdir -p "$work/www"
 head -c 128 /dev/zero | tr '\0' a >"$work/www/128"
@@ -106,14 +80,14 @@ backend be
   balance leastconn
   server s1 127.0.0.1:$backend check inter 2s
 EOF
-start nginx "$load_cpus" nginx -e "$work/nginx.log" -p "$work" -c "$work/nginx.conf"
-wait_listen $backend
-start apiserver-lb "$lb_cpu" "$bin/lb/apiserver-lb" run --config "$work/lb.yaml"
-lb_pid=$started
-start haproxy "$lb_cpu" haproxy -db -f "$work/haproxy.cfg"
-haproxy_pid=$started
-wait_listen $lb_port
-wait_listen $haproxy_port
+spawn nginx "$load_cpus" nginx -e "$work/nginx.log" -p "$work" -c "$work/nginx.conf"
+wait_listen $backend "$spawned" || exit 1
+spawn apiserver-lb "$lb_cpu" "$bin/cli/apiserver-lb" run --config "$work/lb.yaml"
+lb_pid=$spawned
+spawn haproxy "$lb_cpu" haproxy -db -f "$work/haproxy.cfg"
+haproxy_pid=$spawned
+wait_listen $lb_port "$lb_pid" || exit 1
+wait_listen $haproxy_port "$haproxy_pid" || exit 1
 sleep 0.5
 
 # load PORT WORKLOAD -> number of requests done

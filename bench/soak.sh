@@ -59,7 +59,7 @@ if (( build )); then
   (cd "$root" && cmake --preset release >/dev/null && cmake --build --preset release \
      --target apiserver-lb apiserver-standin idle >/dev/null)
 fi
-lb_bin=$bin/lb/apiserver-lb standin_bin=$bin/tests/apiserver-standin idle_bin=$bin/bench/idle
+lb_bin=$bin/cli/apiserver-lb standin_bin=$bin/tests/apiserver-standin idle_bin=$bin/bench/idle
 for b in "$lb_bin" "$standin_bin" "$idle_bin"; do [[ -x $b ]] || die "$b is missing"; done
 for tool in wrk curl ss; do command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps.sh --bench)"; done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -55,10 +55,16 @@ std::optional<std::uint16_t> parse_port(std::string_view text, std::string* why,
 
 }  // namespace
 
-std::string Address::to_string() const {
-  const std::string suffix = ':' + std::to_string(port);
-  return is_ipv6() ? '[' + host + ']' + suffix : host + suffix;
+std::string join_host_port(std::string_view host, std::uint16_t port) {
+  std::string out;
+  const bool v6 = host.find(':') != std::string_view::npos;
+  if (v6) out += '[';
+  out += host;
+  if (v6) out += ']';
+  return out + ':' + std::to_string(port);
 }
+
+std::string Address::to_string() const { return join_host_port(host, port); }
 
 bool is_ip_literal(std::string_view host) noexcept {
   // inet_pton wants a C string; the longest literal it accepts is INET6_ADDRSTRLEN - 1 characters.

@@ -33,6 +33,16 @@ std::optional<Address> parse_address(std::string_view text, std::string* why = n
 // what they resolve to can change.
 std::optional<Address> parse_listen_address(std::string_view text, std::string* why = nullptr);
 
+// The one way an endpoint is written, in logs, errors and /status: "10.0.0.11:6443",
+// "[::1]:6443" (IPv6 always bracketed), "master-1.example:6443".
+std::string join_host_port(std::string_view host, std::uint16_t port);
+// The same for an Asio endpoint (anything with address().to_string() and port()), without making
+// config/ depend on Asio.
+template <typename Endpoint>
+std::string to_string(const Endpoint& endpoint) {
+  return join_host_port(endpoint.address().to_string(), endpoint.port());
+}
+
 // True when `host` is an IPv4 or IPv6 literal (no brackets).
 bool is_ip_literal(std::string_view host) noexcept;
 

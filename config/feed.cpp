@@ -1,5 +1,6 @@
 #include "config/feed.hpp"
 
+#include "config/config.hpp"
 #include "config/yaml_util.hpp"
 
 #include <fcntl.h>
@@ -207,6 +208,21 @@ Result<bool> update_feed(const std::filesystem::path& file, const FeedEdit& edit
   feed.explicit_list = true;
   if (auto written = write_feed_atomically(file, feed); !written) return written.error();
   return true;
+}
+
+FeedDecision accept_feed(const Feed& current, const Result<std::optional<Feed>>& loaded,
+                         const Config& config, bool at_start) {
+  using Verdict = FeedDecision::Verdict;
+  if (!loaded) return {Verdict::refuse, {}, loaded.error().message()};
+  Feed next = loaded->value_or(Feed{});
+  const std::string& file = config.targets_file;
+  if (loaded->has_value() && next.targets.empty() && !next.explicit_list)
+    return {Verdict::refuse, {}, file + " is empty (write `targets: []` to empty it on purpose)"};
+  const bool nothing_else = config.targets.empty() && !config.first_master;
+  if (!loaded->has_value() && nothing_else && !current.targets.empty())
+    return {Verdict::refuse, {}, file + " is gone and no other target is configured"};
+  if (!at_start && next.targets == current.targets) return {Verdict::unchanged, {}, {}};
+  return {Verdict::take, std::move(next), {}};
 }
 
 }  // namespace apilb::config

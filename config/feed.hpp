@@ -20,6 +20,8 @@
 
 namespace apilb::config {
 
+struct Config;
+
 struct FeedEntry {
   Address address;
   bool drain = false;  // planned maintenance: send no new connections there
@@ -84,5 +86,19 @@ enum class UpdateMode {
 // stays in place. Returns whether the file was written.
 Result<bool> update_feed(const std::filesystem::path& file, const FeedEdit& edit,
                          UpdateMode mode = UpdateMode::edit);
+
+// Whether the balancer takes a targets_file it has just read (`loaded`, as load_feed returned it
+// for config.targets_file) in place of `current`, the last good feed. Refused, keeping `current`:
+// a file that does not parse; one that is empty without saying `targets: []` (what a half-written
+// file looks like); a file that is gone while no other target (static or first_master) is
+// configured. `unchanged` (after start) when the targets are the same. Pure: no I/O.
+struct FeedDecision {
+  enum class Verdict { take, unchanged, refuse };
+  Verdict verdict = Verdict::refuse;
+  Feed next;        // what to take
+  std::string why;  // why it was refused: "targets.yaml is empty (write `targets: []` ...)"
+};
+FeedDecision accept_feed(const Feed& current, const Result<std::optional<Feed>>& loaded,
+                         const Config& config, bool at_start);
 
 }  // namespace apilb::config

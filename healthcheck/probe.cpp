@@ -1,17 +1,16 @@
 #include "healthcheck/probe.hpp"
 
+#include "base/coroutine.hpp"
 #include "config/address.hpp"
 #include "config/duration.hpp"
+#include "healthcheck/tls.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
@@ -25,11 +24,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <optional>
-#include <stdexcept>
 #include <utility>
 
 namespace apilb::healthcheck {
@@ -41,75 +36,17 @@ namespace http = boost::beast::http;
 using asio::awaitable;
 using asio::ip::tcp;
 using boost::system::error_code;
+using base::use_nothrow;
 using config::HealthMode;
 
 namespace {
 
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 // A verbose /readyz is about 1 KiB; anything much larger is not an apiserver's answer.
 constexpr std::uint64_t kBodyLimit = 64 * 1024;
 
 ProbeResult passed() { return {Outcome::passed, {}, {}}; }
 ProbeResult not_ready(std::string reason) { return {Outcome::not_ready, std::move(reason), {}}; }
 ProbeResult failed(std::string reason) { return {Outcome::failed, std::move(reason), {}}; }
-
-// The reason of the first error OpenSSL queued (the one closest to the cause), and a clean queue.
-std::string openssl_reason() {
-  const unsigned long code = ERR_peek_error();
-  const char* reason = code != 0 ? ERR_reason_error_string(code) : nullptr;
-  ERR_clear_error();
-  if (reason != nullptr) return reason;
-  return code != 0 ? "OpenSSL error " + std::to_string(code) : "unknown OpenSSL error";
-}
-
-[[noreturn]] void cannot_load(std::string_view field, const std::string& path, const std::string& why) {
-  throw std::runtime_error("health." + std::string(field) + ": cannot load " + path + ": " + why);
-}
-
-// OpenSSL says "system lib" for a missing file; open it first so that the error says why.
-void check_readable(std::string_view field, const std::string& path) {
-  std::FILE* file = std::fopen(path.c_str(), "r");
-  if (file == nullptr) cannot_load(field, path, std::strerror(errno));
-  std::fclose(file);
-}
-
-// Built once per Prober: a missing or malformed file is a start-up error, not a failing check.
-ssl::context make_tls_context(const config::Health& health) {
-  ssl::context context(ssl::context::tls_client);
-  SSL_CTX* ctx = context.native_handle();
-  ERR_clear_error();
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  // An encrypted key would make OpenSSL prompt on the terminal: refuse it instead.
-  SSL_CTX_set_default_passwd_cb(ctx, [](char*, int, int, void*) { return 0; });
-
-  if (health.ca_file.empty()) {
-    // No CA: the apiserver's certificate is not checked; the handshake alone proves it is alive.
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
-  } else {
-    check_readable("ca_file", health.ca_file);
-    if (SSL_CTX_load_verify_locations(ctx, health.ca_file.c_str(), nullptr) != 1) {
-      cannot_load("ca_file", health.ca_file, openssl_reason());
-    }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
-  }
-  if (!health.cert_file.empty()) {
-    check_readable("cert_file", health.cert_file);
-    if (SSL_CTX_use_certificate_chain_file(ctx, health.cert_file.c_str()) != 1) {
-      cannot_load("cert_file", health.cert_file, openssl_reason());
-    }
-  }
-  if (!health.key_file.empty()) {
-    check_readable("key_file", health.key_file);
-    // Also checks the key against the certificate loaded above ("key values mismatch").
-    if (SSL_CTX_use_PrivateKey_file(ctx, health.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-      cannot_load("key_file", health.key_file, openssl_reason());
-    }
-  }
-  if (!health.cert_file.empty() && !health.key_file.empty() && SSL_CTX_check_private_key(ctx) != 1) {
-    cannot_load("key_file", health.key_file, "does not match health.cert_file: " + openssl_reason());
-  }
-  return context;
-}
 
 // Short and stable words for the network outcomes an operator will read in /status and logs.
 // `ssl` (optional) adds why a certificate was refused.
@@ -147,7 +84,10 @@ std::string verbose_target(const std::string& path) {
 
 struct Prober::Impl {
   explicit Impl(const config::Health& h) : health(h) {
-    if (health.mode != HealthMode::tcp) tls.emplace(make_tls_context(health));
+    if (health.mode != HealthMode::tcp)
+      tls.emplace(make_client_context({health.ca_file, health.cert_file, health.key_file},
+                                      PeerCheck::enforce,
+                                      {"health.ca_file", "health.cert_file", "health.key_file"}));
     timeout_reason = "timeout after " + config::format_duration(health.timeout);
   }
 

@@ -1,12 +1,10 @@
 #include "healthcheck/supervisor.hpp"
 
+#include "base/coroutine.hpp"
 #include "healthcheck/rise_fall.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -16,19 +14,14 @@ namespace apilb::healthcheck {
 namespace asio = boost::asio;
 using asio::awaitable;
 using asio::ip::tcp;
+using base::use_nothrow;
 using std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 // While a change builds, check this much more often (HAProxy's fastinter), but not absurdly often.
 constexpr int kFastDivisor = 4;
 constexpr auto kFastFloor = std::chrono::milliseconds(100);
-
-// A coroutine that throws is a bug: let it reach run() and stop the process.
-void rethrow_bug(std::exception_ptr e) {
-  if (e) std::rethrow_exception(e);
-}
 
 std::string seconds(steady_clock::duration d) {
   return fmt::format("{:.1f}s", std::chrono::duration<double>(d).count());
@@ -114,7 +107,7 @@ void Supervisor::set_targets(const std::vector<TargetSpec>& specs,
     }
     auto checker = std::make_shared<Checker>(executor_, spec, health_);
     next.push_back(checker);
-    asio::co_spawn(executor_, check_loop(std::move(checker)), rethrow_bug);
+    base::spawn(executor_, check_loop(std::move(checker)), "a health check loop");
   }
   for (auto& gone : checkers_) {
     if (!gone) continue;
@@ -144,7 +137,7 @@ void Supervisor::set_last_resort(const std::optional<config::Address>& address) 
   const auto ip = asio::ip::make_address(address->host, ec);
   if (!ec) t.endpoint = tcp::endpoint(ip, address->port);
   last_resort_ = std::move(t);
-  if (ec) asio::co_spawn(executor_, resolve_last_resort(*address), rethrow_bug);
+  if (ec) base::spawn(executor_, resolve_last_resort(*address), "a first_master resolution");
 }
 
 awaitable<void> Supervisor::resolve_last_resort(config::Address address) {
@@ -172,7 +165,7 @@ awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
     const auto started = steady_clock::now();
     if (c->in_flight < health_.fall) {
       ++c->in_flight;
-      asio::co_spawn(executor_, check_once(c), rethrow_bug);
+      base::spawn(executor_, check_once(c), "a health check");
     }
     c->timer.expires_at(started + fast_interval());
     auto [cancelled] = co_await c->timer.async_wait(use_nothrow);  // cancelled: check now

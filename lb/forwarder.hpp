@@ -15,7 +15,7 @@
 
 namespace apilb::lb {
 
-class Connection;  // forwarder.cpp: one proxied connection
+struct Worker;  // worker.hpp: a worker's state, internal to lb/
 
 // What a Forwarder needs from the configuration; copied into each worker.
 struct ForwarderSettings {
@@ -85,9 +85,7 @@ class Forwarder {
   void stop();
 
  private:
-  struct Impl;
-  friend class Connection;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<Worker> worker_;
 };
 
 }  // namespace apilb::lb

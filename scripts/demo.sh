@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake --preset release >/dev/null
 cmake --build --preset release --target apiserver-lb apiserver-standin >/dev/null
-bin=build/release/tests; lbbin=build/release/lb
+bin=build/release/tests; lbbin=build/release/cli
 
 work=$(mktemp -d)
 pids=()

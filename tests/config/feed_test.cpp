@@ -1,5 +1,7 @@
 #include "config/feed.hpp"
 
+#include "config/config.hpp"
+
 #include "tests/support/process.hpp"
 
 #include <gtest/gtest.h>
@@ -318,6 +320,73 @@ TEST(ParseFeed, RefusesDeeplyNestedYamlWithAnErrorInsteadOfOverflowingTheStack) 
     EXPECT_NE(result.error().message().find(": invalid YAML: nested too deeply ("), std::string::npos)
         << result.error().message();
   }
+}
+
+// --- accept_feed: what the balancer takes from a targets_file it has just read -------------------
+
+using Verdict = FeedDecision::Verdict;
+
+Config feed_config(std::vector<Address> targets = {}, std::optional<Address> first_master = {}) {
+  Config c;
+  c.targets_file = "/etc/apiserver-lb/targets.yaml";
+  c.targets = std::move(targets);
+  c.first_master = std::move(first_master);
+  return c;
+}
+
+Result<std::optional<Feed>> file_with(std::string_view yaml) { return std::optional(parsed(yaml)); }
+Result<std::optional<Feed>> no_file() { return std::optional<Feed>(); }
+
+TEST(AcceptFeed, TakesAValidFileAtStartAndAChangedOneLater) {
+  const Feed current = parsed("targets: [10.0.0.11]");
+  const auto at_start = accept_feed({}, file_with("targets: [10.0.0.11]"), feed_config(), true);
+  EXPECT_EQ(at_start.verdict, Verdict::take);
+  EXPECT_EQ(at_start.next.targets, current.targets);
+  const auto changed = accept_feed(current, file_with("targets: [10.0.0.11, 10.0.0.12]"), feed_config(), false);
+  EXPECT_EQ(changed.verdict, Verdict::take);
+  EXPECT_EQ(changed.next.targets.size(), 2u);
+}
+
+TEST(AcceptFeed, SameTargetsAfterStartChangeNothing) {
+  const Feed current = parsed("targets: [10.0.0.11]");
+  EXPECT_EQ(accept_feed(current, file_with("targets:\n  - 10.0.0.11:6443\n"), feed_config(), false).verdict,
+            Verdict::unchanged);
+  // At start the same list is still taken: nothing was applied yet.
+  EXPECT_EQ(accept_feed(current, file_with("targets: [10.0.0.11]"), feed_config(), true).verdict, Verdict::take);
+}
+
+TEST(AcceptFeed, RefusesAFileThatDoesNotParseNamingWhere) {
+  const Feed current = parsed("targets: [10.0.0.11]");
+  const Result<std::optional<Feed>> broken = parse_feed("targets: [10.0.0.11:99999]", "/etc/apiserver-lb/targets.yaml");
+  const auto d = accept_feed(current, broken, feed_config(), false);
+  EXPECT_EQ(d.verdict, Verdict::refuse);
+  EXPECT_NE(d.why.find("/etc/apiserver-lb/targets.yaml:1:"), std::string::npos) << d.why;
+}
+
+TEST(AcceptFeed, RefusesAnEmptyFileUnlessItSaysSoOnPurpose) {
+  const Feed current = parsed("targets: [10.0.0.11]");
+  const auto half_written = accept_feed(current, file_with(""), feed_config(), false);
+  EXPECT_EQ(half_written.verdict, Verdict::refuse);
+  EXPECT_EQ(half_written.why,
+            "/etc/apiserver-lb/targets.yaml is empty (write `targets: []` to empty it on purpose)");
+  // Refused even with static targets beside it: an empty file is what a crashed writer leaves.
+  EXPECT_EQ(accept_feed(current, file_with(""), feed_config({{"10.0.0.1", 6443}}), false).verdict, Verdict::refuse);
+  const auto on_purpose = accept_feed(current, file_with("targets: []"), feed_config(), false);
+  EXPECT_EQ(on_purpose.verdict, Verdict::take);
+  EXPECT_TRUE(on_purpose.next.targets.empty());
+}
+
+TEST(AcceptFeed, RefusesAVanishedFileOnlyWhenNothingElseWouldServe) {
+  const Feed current = parsed("targets: [10.0.0.11]");
+  const auto alone = accept_feed(current, no_file(), feed_config(), false);
+  EXPECT_EQ(alone.verdict, Verdict::refuse);
+  EXPECT_EQ(alone.why, "/etc/apiserver-lb/targets.yaml is gone and no other target is configured");
+  // With static targets or first_master to fall back on, a removed file empties the feed's part.
+  EXPECT_EQ(accept_feed(current, no_file(), feed_config({{"10.0.0.1", 6443}}), false).verdict, Verdict::take);
+  EXPECT_EQ(accept_feed(current, no_file(), feed_config({}, Address{"10.0.0.1", 6443}), false).verdict,
+            Verdict::take);
+  // No feed before and none now: nothing to keep.
+  EXPECT_EQ(accept_feed({}, no_file(), feed_config(), true).verdict, Verdict::take);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "tests/support/wait.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
@@ -67,6 +68,13 @@ class Load {
     const auto results = since(after);
     return std::count_if(results.begin(), results.end(),
                          [&](const Result& r) { return r.answered_by == name; });
+  }
+  // Stops the load and says whether every request was answered (how many were not, if any).
+  testing::AssertionResult stopped_without_failure() {
+    stop();
+    const std::size_t failed = failures();
+    if (failed == 0) return testing::AssertionSuccess() << total() << " requests, none failed";
+    return testing::AssertionFailure() << failed << " of " << total() << " requests failed";
   }
   // Waits until `n` more requests have completed.
   bool more(std::size_t n, std::chrono::milliseconds deadline = std::chrono::seconds(10)) {

@@ -1,5 +1,5 @@
 // Fuzzes the admin server's request handling without sockets or coroutines: the bytes a client
-// sends go, in network-sized pieces, through Beast's request parser with the limits lb/admin.cpp
+// sends go, in network-sized pieces, through Beast's request parser with the limits admin/server.cpp
 // sets (8 KiB of header, no body), then through the same routing and reply building as
 // AdminServer::Impl::serve(), request after request while the client keeps the connection alive.
 // The first input byte picks the piece size, as segmentation is the client's to choose too.
@@ -24,7 +24,7 @@ using apilb::fuzz::check;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-constexpr std::size_t kHeaderLimit = 8 * 1024;  // as lb/admin.cpp
+constexpr std::size_t kHeaderLimit = 8 * 1024;  // as admin/server.cpp
 
 // What AdminServer::Impl::handle() answers, without the AdminView (which needs the control thread):
 // the status and whether a view would have been gathered.
@@ -37,7 +37,7 @@ http::status route(const http::request<http::empty_body>& request) {
   return http::status::not_found;
 }
 
-// The reply as send() in lb/admin.cpp builds it, serialised: a HEAD request gets the headers only.
+// The reply as send() in admin/server.cpp builds it, serialised: a HEAD request gets the headers only.
 std::string reply(const http::request<http::empty_body>& request, http::status status, std::string body) {
   http::response<http::string_body> response{status, request.version()};
   response.set(http::field::server, "apiserver-lb");

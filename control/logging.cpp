@@ -1,4 +1,4 @@
-#include "lb/logging.hpp"
+#include "control/logging.hpp"
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -6,7 +6,7 @@
 
 #include <cstdio>
 
-namespace apilb::lb {
+namespace apilb::control {
 namespace {
 
 // %j: the message as the body of a JSON string (quotes, backslashes and control bytes escaped).
@@ -74,4 +74,4 @@ void setup_logging(const config::Log& log) {
   logger->set_level(to_spdlog(log.level));
 }
 
-}  // namespace apilb::lb
+}  // namespace apilb::control

@@ -5,7 +5,7 @@
 #include <functional>
 #include <memory>
 
-namespace apilb::lb {
+namespace apilb::control {
 
 // The control thread: builds target snapshots from the configuration and publishes them to the
 // workers, handles signals (SIGTERM/SIGINT drain and exit, SIGHUP reload), owns the worker threads.
@@ -30,4 +30,4 @@ class Controller {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace apilb::lb
+}  // namespace apilb::control

@@ -1,5 +1,4 @@
-#include "lb/targets_command.hpp"
-
+#include "cli/flags.hpp"
 #include "config/config.hpp"
 #include "config/feed.hpp"
 
@@ -13,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace apilb::lb {
+namespace apilb::cli {
 namespace {
 
 constexpr std::string_view kDefaultTargetsFile = "/etc/apiserver-lb/targets.yaml";
@@ -31,13 +30,6 @@ The default file is the targets_file of /etc/apiserver-lb/config.yaml when it se
 /etc/apiserver-lb/targets.yaml. Exit codes: 0 done, 1 refused or failed, 2 usage error.
 )";
 
-struct UsageError {
-  std::string message;
-};
-struct Failure {  // exit 1
-  std::string message;
-};
-
 struct Invocation {
   std::string command;
   std::vector<config::Address> addresses;
@@ -46,58 +38,43 @@ struct Invocation {
   bool help = false;
 };
 
-config::Address address(std::string_view command, std::string_view text) {
-  std::string why;
-  const auto a = config::parse_address(text, &why);
-  if (!a)
-    throw UsageError{"targets " + std::string(command) + ": \"" + std::string(text) + "\": " + why};
-  return *a;
-}
-
 Invocation parse(std::span<char*> args) {
   Invocation in;
-  std::vector<std::string_view> words;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    std::string_view arg = args[i];
-    if (arg == "--help" || arg == "-h") {
+  Flags flags(args, "", Flags::Words::collect);
+  while (auto f = flags.next()) {
+    if (*f == "--help" || *f == "-h") {
       in.help = true;
       continue;
     }
-    if (!arg.starts_with("-")) {
-      words.push_back(arg);
-      continue;
-    }
-    std::optional<std::string_view> value;
-    if (const auto eq = arg.find('='); eq != std::string_view::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-    }
-    if (arg != "--file" && arg != "--config")
-      throw UsageError{"targets: unknown flag " + std::string(arg)};
-    if (!value && i + 1 < args.size()) value = args[++i];
-    if (!value || value->empty()) throw UsageError{std::string(arg) + " needs a value"};
-    (arg == "--file" ? in.file : in.config) = std::string(*value);
+    if (*f != "--file" && *f != "--config") flags.fail("targets: unknown flag " + std::string(*f));
+    const std::string_view value = flags.value();
+    if (value.empty()) flags.fail(std::string(*f) + " needs a value");
+    (*f == "--file" ? in.file : in.config) = std::string(value);
   }
+  const auto& words = flags.words();
   if (in.help) return in;
-  if (words.empty()) throw UsageError{"targets needs a command: list, add, remove, drain or set"};
+  if (words.empty()) flags.fail("targets needs a command: list, add, remove, drain or set");
   in.command = words.front();
   const auto operands = std::span(words).subspan(1);
   const bool one = in.command == "add" || in.command == "remove" || in.command == "drain";
   if (in.command == "list") {
     if (!operands.empty())
-      throw UsageError{"targets list takes no address, got \"" + std::string(operands[0]) + "\""};
+      flags.fail("targets list takes no address, got \"" + std::string(operands[0]) + "\"");
   } else if (one) {
     if (operands.size() != 1)
-      throw UsageError{"targets " + in.command + " takes one address, got " +
-                       std::to_string(operands.size())};
+      flags.fail("targets " + in.command + " takes one address, got " +
+                       std::to_string(operands.size()));
   } else if (in.command != "set") {
-    throw UsageError{"unknown targets command \"" + in.command +
-                     "\" (valid: list, add, remove, drain, set)"};
+    flags.fail("unknown targets command \"" + in.command +
+                     "\" (valid: list, add, remove, drain, set)");
   }
   for (const auto text : operands) {
-    const config::Address a = address(in.command, text);
+    std::string why;
+    const auto parsed = config::parse_address(text, &why);
+    if (!parsed) flags.fail("targets " + in.command + ": \"" + std::string(text) + "\": " + why);
+    const config::Address a = *parsed;
     if (std::ranges::find(in.addresses, a) != in.addresses.end())
-      throw UsageError{"targets " + in.command + ": " + a.to_string() + " is given twice"};
+      flags.fail("targets " + in.command + ": " + a.to_string() + " is given twice");
     in.addresses.push_back(a);
   }
   return in;
@@ -181,25 +158,14 @@ int edit(const Invocation& in, const std::filesystem::path& file) {
 
 }  // namespace
 
-int targets_command(std::span<char*> args) {
-  try {
-    const Invocation in = parse(args);
-    if (in.help) {
-      std::fputs(kUsage.data(), stdout);
-      return 0;
-    }
-    const std::filesystem::path file = feed_path(in);
-    return in.command == "list" ? list(file) : edit(in, file);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "apiserver-lb: %s\n", e.message.c_str());
-    return 2;
-  } catch (const Failure& e) {
-    std::fprintf(stderr, "apiserver-lb: %s\n", e.message.c_str());
-    return 1;
-  } catch (const std::exception& e) {  // std::bad_alloc, a filesystem_error from exists()
-    std::fprintf(stderr, "apiserver-lb: %s\n", e.what());
-    return 1;
+int targets(std::span<char*> args) {
+  const Invocation in = parse(args);
+  if (in.help) {
+    std::fputs(kUsage.data(), stdout);
+    return 0;
   }
+  const std::filesystem::path file = feed_path(in);
+  return in.command == "list" ? list(file) : edit(in, file);
 }
 
-}  // namespace apilb::lb
+}  // namespace apilb::cli

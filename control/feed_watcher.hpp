@@ -6,7 +6,7 @@
 #include <functional>
 #include <memory>
 
-namespace apilb::lb {
+namespace apilb::control {
 
 // Watches the installer's targets file through inotify on its directory, so an atomic rename onto
 // it, an in-place write, a delete and a re-create are all seen (a watch on the file itself would
@@ -26,4 +26,4 @@ class FeedWatcher {
   std::shared_ptr<Impl> impl_;
 };
 
-}  // namespace apilb::lb
+}  // namespace apilb::control

@@ -1,10 +1,9 @@
-#include "lb/feed_watcher.hpp"
+#include "control/feed_watcher.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
+#include "base/coroutine.hpp"
+
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/inotify.h>
 
@@ -13,14 +12,14 @@
 #include <cstring>
 #include <string_view>
 
-namespace apilb::lb {
+namespace apilb::control {
 
 namespace asio = boost::asio;
 using asio::awaitable;
+using base::use_nothrow;
 
 namespace {
 
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 // Writers emit bursts (create, write, close, rename): wait for the burst to end, read once.
 constexpr auto kDebounce = std::chrono::milliseconds(50);
 // While the directory itself is missing, look for it again this often.
@@ -100,9 +99,7 @@ FeedWatcher::FeedWatcher(asio::any_io_executor executor, std::filesystem::path f
   const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "inotify_init1");
   impl_->inotify.assign(fd);
-  asio::co_spawn(executor, impl_->watch(impl_), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
+  base::spawn(executor, impl_->watch(impl_), "the targets_file watcher");
 }
 
 FeedWatcher::~FeedWatcher() {
@@ -112,4 +109,4 @@ FeedWatcher::~FeedWatcher() {
   impl_->timer.cancel();
 }
 
-}  // namespace apilb::lb
+}  // namespace apilb::control

@@ -1,18 +1,16 @@
-#include "lb/controller.hpp"
+#include "control/controller.hpp"
 
+#include "admin/server.hpp"
+#include "base/coroutine.hpp"
 #include "config/feed.hpp"
+#include "control/feed_watcher.hpp"
+#include "control/logging.hpp"
 #include "healthcheck/supervisor.hpp"
-#include "lb/admin.hpp"
-#include "lb/feed_watcher.hpp"
 #include "lb/forwarder.hpp"
-#include "lb/logging.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
 #include <netinet/in.h>
@@ -28,24 +26,25 @@
 #include <system_error>
 #include <thread>
 
-namespace apilb::lb {
+namespace apilb::control {
 
 namespace asio = boost::asio;
 using asio::awaitable;
 using asio::ip::tcp;
+using admin::AdminServer;
+using admin::AdminView;
+using base::use_nothrow;
+using config::to_string;
 using healthcheck::Origin;
 using healthcheck::Target;
+using lb::Forwarder;
+using lb::ForwarderSettings;
 
 namespace {
 
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr auto kDrainPoll = std::chrono::milliseconds(50);
 
-std::string to_string(const tcp::endpoint& ep) {
-  const auto host = ep.address().to_string();
-  return ep.address().is_v6() ? fmt::format("[{}]:{}", host, ep.port())
-                              : fmt::format("{}:{}", host, ep.port());
-}
+tcp::endpoint endpoint_of(const config::Address& a) { return {asio::ip::make_address(a.host), a.port}; }
 
 }  // namespace
 
@@ -67,6 +66,7 @@ struct Controller::Impl {
   void listen(const std::vector<config::Address>& addresses);
   void reload();
   AdminView admin_view() const;
+  std::unique_ptr<AdminServer> make_admin(const config::Address& address);
   awaitable<void> handle_signals();
   awaitable<void> drain();
   awaitable<void> close_after_drain(std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone);
@@ -74,7 +74,7 @@ struct Controller::Impl {
   config::Config config;
   Controller::Reload reload_source;
   std::optional<asio::io_context> io{std::in_place, 1};
-  ForwarderShared shared;
+  lb::ForwarderShared shared;
   std::vector<std::unique_ptr<Forwarder>> workers;
   std::vector<std::jthread> threads;
   std::unique_ptr<healthcheck::Supervisor> supervisor;
@@ -106,8 +106,15 @@ AdminView Controller::Impl::admin_view() const {
   v.reloads_succeeded = reloads_succeeded;
   v.reloads_failed = reloads_failed;
   v.feed_errors = feed_errors;
+  v.bugs = base::bugs_reported();
   v.started = started;
   return v;
+}
+
+// Binds the admin API (throws std::system_error naming the address); it gathers on this thread.
+std::unique_ptr<AdminServer> Controller::Impl::make_admin(const config::Address& address) {
+  return std::make_unique<AdminServer>(endpoint_of(address), io->get_executor(),
+                                       [this] { return admin_view(); });
 }
 
 // Static targets and the feed's, without repeats (a static target keeps its origin and takes the
@@ -141,9 +148,7 @@ void Controller::Impl::apply_targets() {
     }
   }
   if (!gone.empty())
-    asio::co_spawn(*io, close_after_drain(std::move(gone)), [](std::exception_ptr e) {
-      if (e) std::rethrow_exception(e);
-    });
+    base::spawn(*io, close_after_drain(std::move(gone)), "closing removed targets' connections");
 }
 
 awaitable<void> Controller::Impl::close_after_drain(
@@ -154,36 +159,24 @@ awaitable<void> Controller::Impl::close_after_drain(
     for (auto& w : workers) w->close_target(stats);
 }
 
-// Reads targets_file and takes it, or keeps the last good list: a file that does not parse, or is
-// empty without saying `targets: []` (what a half-written file looks like), or that would leave no
-// target at all, changes nothing. The last good feed is kept on disk so a restart during a broken
-// feed starts from it.
+// Reads targets_file and takes it, or keeps the last good list (config::accept_feed says which).
+// The last good feed is kept on disk so a restart during a broken feed starts from it.
 void Controller::Impl::read_feed(bool at_start) {
   const std::filesystem::path file = config.targets_file;
-  auto refuse = [&](const std::string& why) {
-    ++feed_errors;
-    spdlog::error("targets_file: {}; keeping the last good list ({} targets)", why, feed.targets.size());
-  };
-  auto loaded = config::load_feed(file);
-  if (!loaded) {
-    refuse(loaded.error().message());
-  } else {
-    config::Feed next = loaded->value_or(config::Feed{});
-    const bool would_empty = next.targets.empty() && config.targets.empty() && !config.first_master;
-    if (*loaded && next.targets.empty() && !next.explicit_list) {
-      refuse(file.string() + " is empty (write `targets: []` to empty it on purpose)");
-    } else if (would_empty && !next.explicit_list && !feed.targets.empty()) {
-      refuse(file.string() + " is gone and no other target is configured");
-    } else {
-      if (!at_start && next.targets == feed.targets) return;
-      feed = std::move(next);
-      if (auto saved = config::write_feed_atomically(last_good_path(), feed); !saved)
-        spdlog::warn("targets_file: cannot keep the last good list: {}", saved.error().message());
-      spdlog::info("targets_file {}: {} targets", file.string(), feed.targets.size());
-      if (!at_start) apply_targets();
-      return;
-    }
+  auto decision = config::accept_feed(feed, config::load_feed(file), config, at_start);
+  using Verdict = config::FeedDecision::Verdict;
+  if (decision.verdict == Verdict::unchanged) return;
+  if (decision.verdict == Verdict::take) {
+    feed = std::move(decision.next);
+    if (auto saved = config::write_feed_atomically(last_good_path(), feed); !saved)
+      spdlog::warn("targets_file: cannot keep the last good list: {}", saved.error().message());
+    spdlog::info("targets_file {}: {} targets", file.string(), feed.targets.size());
+    if (!at_start) apply_targets();
+    return;
   }
+  ++feed_errors;
+  spdlog::error("targets_file: {}; keeping the last good list ({} targets)", decision.why,
+                feed.targets.size());
   // Refused at start-up: begin from what was last known to be good.
   if (at_start) {
     if (auto last = config::load_feed(last_good_path()); last && *last) {
@@ -246,7 +239,7 @@ void Controller::Impl::listen(const std::vector<config::Address>& addresses) {
         next.insert(*it);
         continue;
       }
-      tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
+      tcp::endpoint ep = endpoint_of(a);
       // A port we listen on already (under another address) is ours to share.
       const bool ours = std::ranges::any_of(listeners, [&](const auto& l) { return l.second.port() == ep.port(); });
       if (ep.port() != 0 && !ours) ensure_unclaimed(ep);
@@ -279,9 +272,7 @@ void Controller::Impl::reload() {
     std::unique_ptr<AdminServer> next_admin;
     if (next->admin.listen != config.admin.listen && next->admin.listen) {
       admin.reset();  // its address may be the new one's
-      const auto& a = *next->admin.listen;
-      next_admin = std::make_unique<AdminServer>(tcp::endpoint(asio::ip::make_address(a.host), a.port),
-                                                 io->get_executor(), [this] { return admin_view(); });
+      next_admin = make_admin(*next->admin.listen);
     }
     listen(next->listen);
     if (next->admin.listen != config.admin.listen) admin = std::move(next_admin);
@@ -290,10 +281,8 @@ void Controller::Impl::reload() {
     spdlog::error("reload refused, nothing changed: {}", e.what());
     if (!admin && config.admin.listen) {
       // Bring the admin server back if the new one took its place and then failed.
-      const auto& a = *config.admin.listen;
       try {
-        admin = std::make_unique<AdminServer>(tcp::endpoint(asio::ip::make_address(a.host), a.port),
-                                              io->get_executor(), [this] { return admin_view(); });
+        admin = make_admin(*config.admin.listen);
       } catch (const std::exception& again) {
         spdlog::error("admin API lost: {}", again.what());
       }
@@ -400,9 +389,7 @@ int Controller::run() {
                            healthcheck::to_string(t.origin));
 
   if (s.config.admin.listen) {
-    const auto& a = *s.config.admin.listen;
-    s.admin = std::make_unique<AdminServer>(tcp::endpoint(asio::ip::make_address(a.host), a.port),
-                                            s.io->get_executor(), [&s] { return s.admin_view(); });
+    s.admin = s.make_admin(*s.config.admin.listen);
     spdlog::info("admin API on http://{}/ (healthz, readyz, status, metrics)",
                  to_string(s.admin->endpoint()));
   }
@@ -415,12 +402,10 @@ int Controller::run() {
                s.config.health.fall);
 
   for (auto& w : s.workers) s.threads.emplace_back([&w] { w->run(); });
-  asio::co_spawn(*s.io, s.handle_signals(), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
+  base::spawn(*s.io, s.handle_signals(), "the signal handler");
   s.io->run();
   s.threads.clear();
   return 0;
 }
 
-}  // namespace apilb::lb
+}  // namespace apilb::control

@@ -1,30 +1,29 @@
-// The admin HTTP server and its client (`apiserver-lb status`): the one translation unit with Beast.
-#include "lb/admin.hpp"
+// The admin HTTP server. One of the two translation units with Beast's HTTP (with cli/status.cpp).
+#include "admin/server.hpp"
 
-#include <boost/asio/as_tuple.hpp>
+#include "admin/render.hpp"
+#include "base/coroutine.hpp"
+#include "config/address.hpp"
+
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
-#include <atomic>
-#include <cstdio>
 #include <thread>
 
-namespace apilb::lb {
+namespace apilb::admin {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using asio::awaitable;
 using asio::ip::tcp;
+using base::use_nothrow;
 
 namespace {
 
-constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kHeaderLimit = 8 * 1024;  // nothing we serve needs more
 constexpr std::size_t kMaxConnections = 256;     // beyond this, new admin connections are closed
 constexpr auto kIdleTimeout = std::chrono::seconds(10);
@@ -36,16 +35,6 @@ struct Reply {
 };
 
 Reply text(http::status s, std::string body) { return {s, "text/plain; charset=utf-8", std::move(body)}; }
-
-// Completion handler for admin coroutines: an exception escaping one is a bug; log it, keep serving.
-void log_bug(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("bug: admin server: {}", ex.what());
-  }
-}
 
 // Sends `reply`; a HEAD request gets the same headers (Content-Length included) and no body.
 template <typename Stream>
@@ -78,8 +67,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
     acceptor.bind(ep, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec)
-      throw std::system_error(ec, "admin: cannot listen on " + ep.address().to_string() + ":" +
-                                      std::to_string(ep.port()));
+      throw std::system_error(ec, "admin: cannot listen on " + config::to_string(ep));
   }
 
   awaitable<void> accept_loop();
@@ -107,7 +95,7 @@ awaitable<void> AdminServer::Impl::accept_loop() {
       continue;
     }
     if (connections >= kMaxConnections) continue;  // `socket` closes as it goes out of scope
-    asio::co_spawn(io, serve(std::move(socket)), log_bug);
+    base::spawn(io, serve(std::move(socket)), "an admin connection");
   }
 }
 
@@ -183,7 +171,7 @@ awaitable<void> AdminServer::Impl::serve(tcp::socket socket) {
 
 AdminServer::AdminServer(const tcp::endpoint& endpoint, asio::any_io_executor control, Gather gather)
     : impl_(std::make_shared<Impl>(endpoint, std::move(control), std::move(gather))) {
-  asio::co_spawn(impl_->io, impl_->accept_loop(), log_bug);
+  base::spawn(impl_->io, impl_->accept_loop(), "the admin accept loop");
   impl_->thread = std::jthread([impl = impl_.get()] {
     auto guard = asio::make_work_guard(impl->io);
     impl->io.run();
@@ -198,53 +186,4 @@ AdminServer::~AdminServer() {
 
 tcp::endpoint AdminServer::endpoint() const { return impl_->acceptor.local_endpoint(); }
 
-int status_command(std::span<char*> args) {
-  std::string admin = "127.0.0.1:9445";
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view a = args[i];
-    if (a == "--admin" && i + 1 < args.size()) {
-      admin = args[++i];
-    } else if (a.starts_with("--admin=")) {
-      admin = std::string(a.substr(8));
-    } else {
-      std::fprintf(stderr, "apiserver-lb status: unknown argument \"%s\"\nusage: apiserver-lb status [--admin ADDR]\n",
-                   std::string(a).c_str());
-      return 2;
-    }
-  }
-  std::string why;
-  const auto address = config::parse_listen_address(admin, &why);
-  if (!address) {
-    std::fprintf(stderr, "apiserver-lb status: --admin: \"%s\": %s\n", admin.c_str(), why.c_str());
-    return 2;
-  }
-  asio::io_context io;
-  beast::tcp_stream stream(io);
-  stream.expires_after(std::chrono::seconds(5));
-  beast::error_code ec;
-  stream.connect(tcp::endpoint(asio::ip::make_address(address->host), address->port), ec);
-  http::request<http::empty_body> request{http::verb::get, "/status", 11};
-  request.set(http::field::host, address->to_string());
-  request.set(http::field::connection, "close");
-  if (!ec) http::write(stream, request, ec);
-  beast::flat_buffer buffer;
-  http::response<http::string_body> response;
-  if (!ec) http::read(stream, buffer, response, ec);
-  if (ec || response.result() != http::status::ok) {
-    std::fprintf(stderr, "apiserver-lb status: no answer from http://%s/status: %s\n",
-                 address->to_string().c_str(),
-                 ec ? ec.message().c_str() : std::to_string(response.result_int()).c_str());
-    return 2;
-  }
-  bool is_ready = false;
-  const auto table = render_status_table(response.body(), &is_ready);
-  if (!table) {
-    std::fprintf(stderr, "apiserver-lb status: http://%s/status did not answer with a status document\n",
-                 address->to_string().c_str());
-    return 2;
-  }
-  std::fputs(table->c_str(), stdout);
-  return is_ready ? 0 : 1;
-}
-
-}  // namespace apilb::lb
+}  // namespace apilb::admin

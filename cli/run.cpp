@@ -1,0 +1,75 @@
+// `apiserver-lb run`: load and finalize the configuration, then hand it to the controller.
+#include "cli/flags.hpp"
+#include "config/config.hpp"
+#include "control/controller.hpp"
+#include "control/logging.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace apilb::cli {
+namespace {
+
+// The file named by --config must exist; the default one is used only when it does.
+config::Result<config::Config> load(const std::optional<std::string>& path) {
+  if (path) return config::load_config(*path);
+  if (std::filesystem::exists(config::kDefaultConfigPath))
+    return config::load_config(std::string(config::kDefaultConfigPath));
+  return config::Config{};
+}
+
+}  // namespace
+
+int run(std::span<char*> args) {
+  Flags flags(args, usage());
+  std::optional<std::string> path;
+  config::Overrides overrides;
+  while (auto f = flags.next()) {
+    if (*f == "--config") {
+      path = std::string(flags.value());
+    } else if (*f == "--listen") {
+      overrides.listen.push_back(flags.local(flags.value()));
+    } else if (*f == "--target") {
+      overrides.targets.push_back(flags.target());
+    } else if (*f == "--first-master") {
+      overrides.first_master = flags.target();
+    } else if (*f == "--admin") {
+      // An empty value disables the admin server.
+      const std::string_view v = flags.value();
+      overrides.admin = v.empty() ? std::optional<config::Address>{} : std::optional(flags.local(v));
+    } else if (*f == "--log-level") {
+      const std::string_view v = flags.value();
+      overrides.log_level = config::parse_log_level(v);
+      if (!overrides.log_level) flags.fail("--log-level: \"" + std::string(v) + "\" is not a level");
+    } else {
+      flags.unknown();
+    }
+  }
+  const std::string file = path.value_or(std::string(config::kDefaultConfigPath));
+  // SIGHUP reads the same file with the same flags again.
+  auto read = [path, overrides, file] {
+    auto parsed = load(path);
+    if (parsed) parsed = config::finalize(std::move(*parsed), overrides, file);
+    return parsed;
+  };
+  auto parsed = read();
+  if (!parsed) {
+    std::fprintf(stderr, "apiserver-lb: %s\n", parsed.error().message().c_str());
+    return 1;
+  }
+  control::setup_logging(parsed->log);
+  try {
+    control::Controller controller(std::move(*parsed), read);
+    return controller.run();
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: {}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace apilb::cli

@@ -1,0 +1,84 @@
+#pragma once
+
+// A worker's state: internal to lb/, shared by forwarder.cpp (accept, connect deadlines, the
+// public API) and connection.cpp (the relay).
+
+#include "lb/connection.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <optional>
+#include <vector>
+
+namespace apilb::lb {
+
+// One worker (see Forwarder): its io_context, listeners, connections, pools and target snapshot.
+// Touched only on the thread that runs `io`, except listener_tcp (the control thread's copy).
+struct Worker {
+  Worker(ForwarderSettings s, ForwarderShared& sh)
+      : settings(std::move(s)),
+        shared(sh),
+        balancer(settings.balance, reinterpret_cast<std::uintptr_t>(this)),
+        buffers(settings.relay.buffer_size),
+        listener_tcp(settings.tcp) {}
+
+  ~Worker() {
+    // Close every connection. Those with a wait pending go when io is destroyed: it abandons
+    // their waiters, the last of which deletes its connection (a waiter lives in its connection,
+    // so the connection must outlive io's hold on it). Destroying io also destroys the coroutine
+    // frames (acceptors) while everything they refer to is still alive.
+    for_each_connection([](Connection& c) { c.abort(); });
+    connect_timer.reset();
+    tune_timer.reset();
+    io.reset();
+  }
+
+  boost::asio::awaitable<void> accept_loop(std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor);
+  void watch_connect(Connection& c);
+  void arm_connect_timer(Clock::time_point at);
+  void on_connect_timer();
+  void watch_young(Connection& c);
+  void tune_tick();
+  template <typename F>
+  void for_each_connection(F f) {
+    // Advance first: f may close (and delete) the connection.
+    for (auto it = connections.begin(); it != connections.end();) f(*it++);
+  }
+
+  using PhaseList = boost::intrusive::list<
+      Connection,
+      boost::intrusive::member_hook<Connection, PhaseHook, &Connection::phase_hook>,
+      boost::intrusive::constant_time_size<false>>;
+
+  ForwarderSettings settings;
+  ForwarderShared& shared;
+  WorkerStats stats;
+  Balancer balancer;
+  BufferPool buffers;
+  PipePool pipes;
+  healthcheck::TargetSetPtr targets;
+  boost::intrusive::list<Connection, boost::intrusive::constant_time_size<false>> connections;
+  // Connections waiting for their connect, in deadline order, swept by one timer per worker: no
+  // timer (and its allocation and timerfd update) per connect.
+  PhaseList connecting;
+  // Established connections whose upstream socket still lacks keepalive and TCP_USER_TIMEOUT:
+  // `young` since the last tick, `settling` since the one before. Setting them late saves five
+  // setsockopt calls on every short connection (most of them, with Connection: close clients);
+  // the price is that a peer dying in a connection's first two seconds is noticed up to two
+  // seconds later than the configured timeouts.
+  PhaseList young;
+  PhaseList settling;
+  std::optional<boost::asio::io_context> io{std::in_place, 1};
+  Reactor& reactor = boost::asio::use_service<Reactor>(*io);
+  std::optional<boost::asio::steady_timer> connect_timer{std::in_place, *io};
+  std::optional<boost::asio::steady_timer> tune_timer{std::in_place, *io};
+  Clock::time_point connect_timer_at;
+  bool connect_timer_armed = false;
+  bool tune_timer_armed = false;
+  std::vector<boost::asio::ip::tcp::acceptor*> acceptors;  // owned by their accept loops
+  config::Tcp listener_tcp;               // the control thread's copy, for listen()
+};
+
+}  // namespace apilb::lb
