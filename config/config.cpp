@@ -82,6 +82,7 @@ void read(const Field& f, Health& h) {
   f.fields({
       {"mode", [&](const Field& v) { h.mode = v.choice(kHealthModes); }},
       {"interval", [&](const Field& v) { h.interval = v.duration(1ms); }},
+      {"down_interval", [&](const Field& v) { h.down_interval = v.duration(1ms); }},
       {"timeout", [&](const Field& v) { h.timeout = v.duration(1ms); }},
       {"rise", [&](const Field& v) { h.rise = v.integer(1, 100); }},
       {"fall", [&](const Field& v) { h.fall = v.integer(1, 100); }},
@@ -194,6 +195,10 @@ std::optional<std::pair<std::string, std::string>> broken_rule(const Config& c) 
     return {{"health.timeout", format_duration(c.health.timeout) +
                                    " is longer than health.interval (" +
                                    format_duration(c.health.interval) + ")"}};
+  if (c.health.down_interval && c.health.timeout > *c.health.down_interval)
+    return {{"health.timeout", format_duration(c.health.timeout) +
+                                   " is longer than health.down_interval (" +
+                                   format_duration(*c.health.down_interval) + ")"}};
   if (!c.health.cert_file.empty() && c.health.key_file.empty())
     return {{"health.cert_file", "needs health.key_file as well"}};
   if (c.health.cert_file.empty() && !c.health.key_file.empty())

@@ -32,6 +32,9 @@ struct Admin {
 struct Health {
   HealthMode mode = HealthMode::tcp;
   Duration interval = std::chrono::seconds(2);
+  // How often a target that is settled down (every recent check failed) is checked, one probe at
+  // a time; unset: `interval`. Faster, overlapping probes are for a change that is building.
+  std::optional<Duration> down_interval;
   Duration timeout = std::chrono::seconds(1);
   int rise = 2;
   int fall = 2;
@@ -39,6 +42,8 @@ struct Health {
   std::string ca_file;
   std::string cert_file;
   std::string key_file;
+
+  Duration settled_down_interval() const { return down_interval.value_or(interval); }
 };
 
 struct Upstream {

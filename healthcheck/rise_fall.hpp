@@ -30,6 +30,8 @@ class RiseFall {
     if (!known_) return Health::unknown;
     return health_ >= rise_ ? Health::up : Health::down;
   }
+  // Down with nothing pointing the other way: every recent result failed. Probed slowly then.
+  bool settled_down() const noexcept { return known_ && health_ == 0; }
   // A change is building: some results already point the other way. Checks run faster meanwhile.
   bool in_transition() const noexcept {
     return known_ && health_ != 0 && health_ != top();

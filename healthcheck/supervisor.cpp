@@ -159,13 +159,21 @@ awaitable<void> Supervisor::resolve_last_resort(config::Address address) {
 // probes taken one after another would need interval + fall x timeout to reach `fall` failures.
 // Overlapping (at most `fall` in flight) it takes interval + (fall - 1) x fast interval + timeout.
 // A probe still pending after a fast interval is suspect, and so is a change that is building:
-// both bring the next probe forward.
+// both bring the next probe forward. A target that has settled down gets none of that: one probe
+// at a time, once per down_interval (a master in trouble is not sent a SYN every fast interval by
+// every balancer); its first pass wakes the loop, so recovery is as fast as before.
 awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
   while (!c->stopped) {
     const auto started = steady_clock::now();
-    if (c->in_flight < health_.fall) {
+    const bool settled_down = c->rise_fall.settled_down();
+    if (c->in_flight < (settled_down ? 1 : health_.fall)) {
       ++c->in_flight;
       base::spawn(executor_, check_once(c), "a health check");
+    }
+    if (settled_down) {
+      c->timer.expires_at(started + health_.settled_down_interval());
+      co_await c->timer.async_wait(use_nothrow);  // cancelled: a pass, or a reconfiguration
+      continue;
     }
     c->timer.expires_at(started + fast_interval());
     auto [cancelled] = co_await c->timer.async_wait(use_nothrow);  // cancelled: check now
@@ -195,7 +203,10 @@ awaitable<void> Supervisor::check_once(std::shared_ptr<Checker> c) {
     result = co_await prober->probe(executor_, c->endpoint, c->spec.address.host);
   }
   --c->in_flight;
-  if (!c->stopped) record(*c, std::move(result), true);
+  if (c->stopped) co_return;
+  const bool was_settled_down = c->rise_fall.settled_down();
+  record(*c, std::move(result), true);
+  if (was_settled_down && !c->rise_fall.settled_down()) c->timer.cancel();  // recovering: check now
 }
 
 std::chrono::milliseconds Supervisor::fast_interval() const {
@@ -247,8 +258,11 @@ void Supervisor::reconfigure(const config::Health& health, config::OnTargetDown 
 void Supervisor::report_connect_failure(const TargetStats* stats, const std::string& reason) {
   for (auto& c : checkers_) {
     if (c->stats.get() != stats) continue;
+    // Probe again at once rather than wait for the next interval, unless the target has settled
+    // down already: in panic mode every client tries it, and each failure would bring a probe.
+    const bool settled_down = c->rise_fall.settled_down();
     record(*c, ProbeResult{Outcome::failed, "passive: " + reason, {}}, false);
-    c->timer.cancel();  // probe again at once rather than wait for the next interval
+    if (!settled_down) c->timer.cancel();
     return;
   }
 }

@@ -520,6 +520,18 @@ TEST(Finalize, RejectsAHealthTimeoutLongerThanTheInterval) {
             "config.yaml: health.timeout: 1s is longer than health.interval (500ms)");
 }
 
+TEST(Finalize, DownIntervalDefaultsToTheIntervalAndMustOutlastTheTimeout) {
+  const Config plain = parsed("health: {interval: 3s}\n");
+  EXPECT_FALSE(plain.health.down_interval);
+  EXPECT_EQ(plain.health.settled_down_interval(), 3s);
+  const Config slower = parsed("health: {interval: 2s, down_interval: 10s}\n");
+  EXPECT_EQ(slower.health.settled_down_interval(), 10s);
+  EXPECT_EQ(finalize_error("targets: [a]\nhealth:\n  down_interval: 500ms\n"),
+            "config.yaml: health.timeout: 1s is longer than health.down_interval (500ms)");
+  EXPECT_EQ(parse_error("health: {down_interval: soon}\n"),
+            "config.yaml:1:25: health.down_interval: \"soon\" is not a duration");
+}
+
 TEST(Finalize, RequiresCertAndKeyFilesTogether) {
   EXPECT_EQ(finalize_error("targets: [a]\nhealth:\n  cert_file: /c.pem\n"),
             "config.yaml:3:14: health.cert_file: needs health.key_file as well");

@@ -118,6 +118,62 @@ TEST(Supervisor, OverlapsProbesSoASilentTargetIsDownBeforeFallTimeouts) {
   EXPECT_LT(detected, 1300ms) << "probes should overlap; one after another they take 1600 ms";
 }
 
+// Probes a silent target gets in `window` once it has settled down: each probe is one connect
+// (one SYN; no retransmission within a timeout under the kernel's 1 s initial RTO).
+std::uint64_t probes_while_down(const config::Health& health, std::chrono::milliseconds window) {
+  auto backend = std::make_optional<test::EchoBackend>();
+  const auto endpoint = backend->endpoint();
+  Harness h(health);
+  h.supervisor().set_targets({{address_of(endpoint)}});
+  EXPECT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+  backend.reset();
+  const test::BlackholeTarget silent(endpoint);
+  EXPECT_TRUE(h.run_until([&] { return h.state(0) == TargetState::down; }));
+  // Let the probes still in flight from the transition end (each within the timeout).
+  h.run_until([] { return false; }, std::chrono::milliseconds(health.timeout) + 50ms);
+  const std::uint64_t before = h.supervisor().status()[0].checks.count;
+  const auto end = steady_clock::now() + window;
+  h.run_until([&] { return steady_clock::now() >= end; }, window + 1s);
+  return h.supervisor().status()[0].checks.count - before;
+}
+
+// Overlapping and faster probes belong to a change that is building. A blackholed master that is
+// down already gets one probe at a time, once per down_interval: before this it got one every
+// fast interval (4x the configured rate), two in flight.
+TEST(Supervisor, ProbesASettledDownTargetOncePerDownInterval) {
+  config::Health health = fast_checks(300ms);
+  health.timeout = 300ms;
+  const auto window = 3000ms;
+  const std::uint64_t at_interval = probes_while_down(health, window);
+  std::printf("probes of a settled-down silent target in %lld ms: %llu (interval 300ms)\n",
+              static_cast<long long>(window.count()), static_cast<unsigned long long>(at_interval));
+  EXPECT_LE(at_interval, 11u);  // 3000 / 300, plus one at an edge; fast probes would be ~30
+  EXPECT_GE(at_interval, 8u);
+
+  health.down_interval = 1s;
+  const std::uint64_t slower = probes_while_down(health, window);
+  std::printf("... with down_interval 1s: %llu\n", static_cast<unsigned long long>(slower));
+  EXPECT_LE(slower, 4u);
+  EXPECT_GE(slower, 2u);
+}
+
+TEST(Supervisor, ASettledDownTargetComesBackWithoutWaitingAnotherDownInterval) {
+  auto backend = std::make_optional<test::EchoBackend>();
+  const auto endpoint = backend->endpoint();
+  config::Health health = fast_checks(100ms);
+  health.down_interval = 1s;
+  Harness h(health);
+  h.supervisor().set_targets({{address_of(endpoint)}});
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+  backend.reset();
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::down; }));
+  backend.emplace(endpoint);
+  const auto back = steady_clock::now();
+  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
+  // One down_interval until the first pass at most, then rise - 1 fast probes, not rise intervals.
+  EXPECT_LT(steady_clock::now() - back, 1s + 500ms);
+}
+
 TEST(Supervisor, ComesBackAfterRisePassingChecks) {
   auto backend = std::make_optional<test::EchoBackend>();
   const auto endpoint = backend->endpoint();
