@@ -21,6 +21,7 @@ struct AdminView {
   std::int64_t connections = 0;           // open client connections, all workers
   std::uint64_t rejected = 0;             // closed at once: max_connections
   std::uint64_t failed = 0;               // closed because no target could be reached
+  std::uint64_t replayed = 0;             // first flights replayed on another target
   std::uint64_t bytes_copied = 0;         // relayed through buffers
   std::uint64_t bytes_spliced = 0;        // relayed with splice(2)
   std::uint64_t reloads_succeeded = 0;

@@ -62,6 +62,11 @@ constexpr std::array<Named<SpliceMode>, 3> kSpliceModes{{{"auto", SpliceMode::au
                                                          {"always", SpliceMode::always},
                                                          {"never", SpliceMode::never}}};
 
+constexpr std::array<Named<ReplayFirstFlight>, 3> kReplayModes{
+    {{"tls", ReplayFirstFlight::tls},
+     {"always", ReplayFirstFlight::always},
+     {"never", ReplayFirstFlight::never}}};
+
 template <typename Table, typename E>
 constexpr std::string_view name_of(const Table& table, E value) noexcept {
   const auto it = std::ranges::find(table, value, &Named<E>::value);
@@ -106,6 +111,8 @@ void read(const Field& f, Upstream& u) {
       {"connect_timeout", [&](const Field& v) { u.connect_timeout = v.duration(1ms); }},
       {"retries", [&](const Field& v) { u.retries = v.integer(0, 10); }},
       {"on_target_down", [&](const Field& v) { u.on_target_down = v.choice(kOnTargetDown); }},
+      {"replay_first_flight",
+       [&](const Field& v) { u.replay_first_flight = v.choice(kReplayModes); }},
   });
 }
 
@@ -247,6 +254,7 @@ std::string_view to_string(OnTargetDown v) noexcept { return name_of(kOnTargetDo
 std::string_view to_string(LogFormat v) noexcept { return name_of(kLogFormats, v); }
 std::string_view to_string(LogLevel v) noexcept { return name_of(kLogLevels, v); }
 std::string_view to_string(SpliceMode v) noexcept { return name_of(kSpliceModes, v); }
+std::string_view to_string(ReplayFirstFlight v) noexcept { return name_of(kReplayModes, v); }
 std::optional<LogLevel> parse_log_level(std::string_view name) noexcept {
   return value_of(kLogLevels, name);
 }

@@ -24,6 +24,9 @@ enum class LogFormat { text, json };
 enum class LogLevel { trace, debug, info, warn, error, critical, off };
 // auto: buffered reads for small messages, splice(2) once a direction moves bulk data.
 enum class SpliceMode { automatic, always, never };
+// Which first flights (the client's bytes before the target's first byte) are replayed on another
+// target when the target closes or resets before answering: a TLS handshake only, any, or none.
+enum class ReplayFirstFlight { tls, always, never };
 
 struct Admin {
   std::optional<Address> listen = Address{"127.0.0.1", 9445};  // nullopt: admin server disabled
@@ -50,6 +53,7 @@ struct Upstream {
   Duration connect_timeout = std::chrono::seconds(2);
   int retries = 2;  // extra attempts on other targets after the first failed connect
   OnTargetDown on_target_down = OnTargetDown::close;
+  ReplayFirstFlight replay_first_flight = ReplayFirstFlight::tls;
 };
 
 // TCP settings applied to client and upstream sockets alike.
@@ -128,6 +132,7 @@ std::string_view to_string(OnTargetDown) noexcept;
 std::string_view to_string(LogFormat) noexcept;
 std::string_view to_string(LogLevel) noexcept;
 std::string_view to_string(SpliceMode) noexcept;
+std::string_view to_string(ReplayFirstFlight) noexcept;
 std::optional<LogLevel> parse_log_level(std::string_view) noexcept;
 
 }  // namespace apilb::config

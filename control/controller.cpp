@@ -99,6 +99,7 @@ AdminView Controller::Impl::admin_view() const {
   v.connections = shared.connections.load(std::memory_order_relaxed);
   v.rejected = shared.rejected.load(std::memory_order_relaxed);
   v.failed = shared.failed.load(std::memory_order_relaxed);
+  v.replayed = shared.replayed.load(std::memory_order_relaxed);
   for (const auto& w : workers) {
     v.bytes_copied += w->stats().bytes_copied.load(std::memory_order_relaxed);
     v.bytes_spliced += w->stats().bytes_spliced.load(std::memory_order_relaxed);

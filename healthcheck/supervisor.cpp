@@ -160,20 +160,28 @@ awaitable<void> Supervisor::resolve_last_resort(config::Address address) {
 // Overlapping (at most `fall` in flight) it takes interval + (fall - 1) x fast interval + timeout.
 // A probe still pending after a fast interval is suspect, and so is a change that is building:
 // both bring the next probe forward. A target that has settled down gets none of that: one probe
-// at a time, once per down_interval (a master in trouble is not sent a SYN every fast interval by
-// every balancer); its first pass wakes the loop, so recovery is as fast as before.
+// at a time, the next one down_interval after the last one started (or when it ended, if it took
+// longer): a master in trouble is not sent a SYN every fast interval by every balancer. A pass
+// ends the settled state, and the fast probes of a building change start at once.
 awaitable<void> Supervisor::check_loop(std::shared_ptr<Checker> c) {
   while (!c->stopped) {
     const auto started = steady_clock::now();
-    const bool settled_down = c->rise_fall.settled_down();
-    if (c->in_flight < (settled_down ? 1 : health_.fall)) {
+    if (c->rise_fall.settled_down()) {
+      if (c->in_flight > 0) {  // the transition's last probes are still ending
+        c->timer.expires_at(started + fast_interval());
+        co_await c->timer.async_wait(use_nothrow);
+        continue;
+      }
+      ++c->in_flight;
+      co_await check_once(c);
+      if (c->stopped || !c->rise_fall.settled_down()) continue;
+      c->timer.expires_at(started + health_.settled_down_interval());
+      co_await c->timer.async_wait(use_nothrow);  // cancelled: a reconfiguration
+      continue;
+    }
+    if (c->in_flight < health_.fall) {
       ++c->in_flight;
       base::spawn(executor_, check_once(c), "a health check");
-    }
-    if (settled_down) {
-      c->timer.expires_at(started + health_.settled_down_interval());
-      co_await c->timer.async_wait(use_nothrow);  // cancelled: a pass, or a reconfiguration
-      continue;
     }
     c->timer.expires_at(started + fast_interval());
     auto [cancelled] = co_await c->timer.async_wait(use_nothrow);  // cancelled: check now
@@ -203,10 +211,7 @@ awaitable<void> Supervisor::check_once(std::shared_ptr<Checker> c) {
     result = co_await prober->probe(executor_, c->endpoint, c->spec.address.host);
   }
   --c->in_flight;
-  if (c->stopped) co_return;
-  const bool was_settled_down = c->rise_fall.settled_down();
-  record(*c, std::move(result), true);
-  if (was_settled_down && !c->rise_fall.settled_down()) c->timer.cancel();  // recovering: check now
+  if (!c->stopped) record(*c, std::move(result), true);
 }
 
 std::chrono::milliseconds Supervisor::fast_interval() const {

@@ -25,12 +25,41 @@ namespace {
 constexpr std::size_t kSpliceChunk = PipePool::kDefaultSize;  // what one pipe holds
 // Relay steps one direction may take before it lets the other connections of its worker run.
 constexpr int kStepsPerTurn = 16;
+// The most of a first flight kept for a replay: any TLS ClientHello (one record, <= 16 KiB), and
+// what a just-connected socket takes in one send.
+constexpr std::uint32_t kFlightBound = 16 * 1024;
 
 bool would_block(int err) noexcept { return err == EAGAIN || err == EWOULDBLOCK; }
 
 // Our own shortage of descriptors or memory, not a fault of the target.
 bool shortage(int err) noexcept {
   return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+// A TLS record carrying a handshake (a ClientHello): content type 22, then version 3.x.
+bool looks_like_tls(const char* data, std::size_t n) noexcept {
+  return n >= 1 && data[0] == 0x16 && (n < 2 || data[1] == 0x03);
+}
+
+// recvmsg with TCP_INQ: the bytes read (or -1 and errno), and in `unread` whether more is queued
+// (1 until TCP_INQ says otherwise: then the caller reads again).
+ssize_t receive(int fd, char* at, std::size_t size, int& unread) noexcept {
+  iovec iov{at, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = ::recvmsg(fd, &msg, MSG_DONTWAIT);
+  while (n < 0 && errno == EINTR);
+  unread = 1;
+  if (n <= 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+    if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ)
+      std::memcpy(&unread, CMSG_DATA(c), sizeof unread);
+  return n;
 }
 
 std::string describe(int err) {
@@ -55,6 +84,7 @@ Connection::~Connection() {
     if (h.pipe) PipePool::close(h.pipe);  // it may hold bytes nobody will read
     flush(dir);
   }
+  if (flight_) w_.buffers.give(std::move(flight_));
   if (established_) target_->stats->active.fetch_sub(1, std::memory_order_relaxed);
   w_.shared.connections.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -82,7 +112,8 @@ void Connection::try_targets() {
   const std::size_t attempts =
       panic ? pinned_->eligible().size() : static_cast<std::size_t>(w_.settings.retries) + 1;
   while (tried_.size() < attempts) {
-    const auto index = w_.balancer.pick(*pinned_, tried_);
+    auto index = w_.balancer.pick(*pinned_, tried_);
+    if (!index) index = believed_down();
     if (!index) break;
     tried_.add(*index);
     target_ = &pinned_->targets()[*index];
@@ -104,6 +135,16 @@ void Connection::try_targets() {
     }
   }
   give_up();
+}
+
+// Every healthy target has been tried: one believed down (most recently healthy first, the panic
+// order) rather than a refusal. A checker a few hundred milliseconds behind a crash, or passive
+// failures that marked a live target down, must not cost a client its connection.
+std::optional<std::uint32_t> Connection::believed_down() const noexcept {
+  const auto targets = pinned_->targets();
+  for (std::uint32_t i = 0; i < targets.size(); ++i)
+    if (targets[i].state == healthcheck::TargetState::down && !tried_.contains(i)) return i;
+  return std::nullopt;
 }
 
 // Our own non-blocking connect: socket(SOCK_NONBLOCK) + connect + wait for writability (SO_ERROR
@@ -134,8 +175,7 @@ Connection::Attempt Connection::open_and_connect(const Target& target, int& erro
   const bool panic = pinned_->panic();
   deadline = Clock::now() + (panic ? w_.settings.panic_connect_timeout : w_.settings.connect_timeout);
   w_.watch_connect(*this);
-  ++pending_;
-  upstream_.wait_edge(w_.reactor, waiters_[0], kWriteEdge);
+  upstream_.wait_edge(w_.reactor, arm(connect_waiter_), kWriteEdge);
   return Attempt::waiting;
 }
 
@@ -146,7 +186,6 @@ void Connection::connect_timed_out() noexcept {
 }
 
 void Connection::on_connected(error_code ec) {
-  --pending_;
   phase_hook.unlink();
   if (closed_) return release();
   int err = 0;
@@ -186,6 +225,7 @@ void Connection::give_up() {
 }
 
 void Connection::established() {
+  const bool again = std::exchange(connect_waiter_, 0) != 0;  // a reconnect for a replay
   established_ = true;
   auto& stats = *target_->stats;
   stats.total.fetch_add(1, std::memory_order_relaxed);
@@ -193,17 +233,97 @@ void Connection::established() {
   if (detects_dead_peers(w_.settings.tcp)) w_.watch_young(*this);
   const bool splice = w_.settings.relay.splice == config::SpliceMode::always;
   half_[0].splice = half_[1].splice = splice;
+  if (!again) replayable_ = w_.settings.replay != config::ReplayFirstFlight::never;
   // The target speaks second: wait for it, unless the wake-up that completed the connect said it
   // has spoken already (that edge is gone: read at the next turn). The client has usually sent its
   // first bytes while we connected: try them at once rather than paying a wait first. The wait
   // goes first so that an error in pump() cannot delete `this` under it.
   if (upstream_.readable_at_last_wakeup()) {
-    ++pending_;
-    waiters_[1].yield(w_.reactor);
+    arm(1).yield(w_.reactor);
   } else {
     wait(1, false);
   }
-  pump(0);
+  if (!again) return pump(0);
+  send_flight();
+}
+
+// After a reconnect: the held bytes go to the new target, then what the client sent meanwhile
+// (unless its read is still pending: that wait wakes dir 0 as usual), or its FIN.
+void Connection::send_flight() {
+  std::uint32_t sent = 0;
+  while (sent < flight_len_) {
+    const ssize_t m = ::send(upstream_.native_handle(), flight_.get() + sent, flight_len_ - sent,
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (m > 0) sent += static_cast<std::uint32_t>(m);
+    else if (m < 0 && errno == EINTR) continue;
+    else break;
+  }
+  if (sent < flight_len_) {
+    // A fresh socket takes 16 KiB at once; if it did not, send the rest the ordinary way.
+    if (busy_ & 1) return abort();  // dir 0 waits on the client: no waiter left for the send
+    Half& h = half_[0];
+    h.buffer = std::move(flight_);
+    h.sent = sent;
+    h.pending = flight_len_ - sent;
+    flight_len_ = 0;
+    replayable_ = false;
+    return wait(0, true);
+  }
+  half_[0].moved += sent;
+  WorkerStats::add(w_.stats.bytes_copied, sent);
+  if (half_[0].ended) {
+    ::shutdown(upstream_.native_handle(), SHUT_WR);
+    return;
+  }
+  if (!(busy_ & 1)) pump(0);
+}
+
+// The target closed or reset before its first byte: nothing the client sent was processed (in
+// `tls` mode, a ClientHello at most). Counted as a failed connect (passive check), then the same
+// bytes go to another target.
+void Connection::replay() {
+  const Target& lost = *target_;
+  lost.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
+  if (w_.shared.replays.allow())
+    spdlog::warn("{} closed a connection before answering: replaying its first {} bytes on another target{}",
+                 lost.name, flight_len_, w_.shared.replays.suppressed());
+  if (w_.shared.on_connect_failure) w_.shared.on_connect_failure(lost, "closed before answering");
+  leave_target();
+  connect_waiter_ = 1;  // free: we are in its completion (dir 1 saw the close)
+  try_targets();
+}
+
+// The target went down (on_target_down: close). A connection it has not answered yet moves to
+// another target, first flight and all, instead of being closed: its client never learns.
+void Connection::target_down() noexcept {
+  if (closed_) return;  // going away already, with its last wait
+  if (!established_ || !replayable_) return abort();
+  leave_target();
+  // Closing the upstream socket completes dir 1's wait (aborted); the reconnect, which needs
+  // that waiter, starts from its completion. A yield already queued completes the same way.
+  if (busy_ & 2) {
+    moving_ = true;
+    return;
+  }
+  connect_waiter_ = 1;
+  try_targets();
+}
+
+void Connection::leave_target() noexcept {
+  target_->stats->active.fetch_sub(1, std::memory_order_relaxed);
+  flush(0);
+  established_ = false;
+  phase_hook.unlink();
+  error_code ignored;
+  upstream_.close(ignored);
+  half_[1] = Half{};
+  w_.shared.replayed.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Connection::commit() noexcept {
+  replayable_ = false;
+  flight_len_ = 0;
+  if (flight_) w_.buffers.give(std::move(flight_));
 }
 
 void Connection::tune_upstream() noexcept {
@@ -224,7 +344,14 @@ void Connection::abort() noexcept {
 // or pipe is held only while bytes are in flight: an idle connection holds neither.
 void Connection::pump(int dir) {
   for (int steps = 0; steps < kStepsPerTurn; ++steps) {
-    const Step step = half_[dir].splice ? splice_some(dir) : copy_some(dir);
+    const Step step = replayable_ && dir == 0 ? hold_some()
+                      : half_[dir].splice       ? splice_some(dir)
+                                                : copy_some(dir);
+    if (replayable_ && dir == 1 && (step == Step::eof || step == Step::error)) {
+      // A FIN after the client's own FIN is the target's normal answer to it, not a failure.
+      if (step == Step::error || !half_[0].ended) return replay();
+      commit();
+    }
     switch (step) {
       case Step::more:
         continue;
@@ -242,23 +369,34 @@ void Connection::pump(int dir) {
     }
   }
   // A long burst: let the worker's other connections run, then carry on.
-  ++pending_;
-  waiters_[dir].yield(w_.reactor);
+  arm(dir).yield(w_.reactor);
 }
 
 void Connection::wait(int dir, bool for_write) {
-  ++pending_;
-  if (for_write) sink(dir).wait_edge(w_.reactor, waiters_[dir], kWriteEdge);
-  else source(dir).wait_edge(w_.reactor, waiters_[dir], kReadEdge);
+  if (for_write) sink(dir).wait_edge(w_.reactor, arm(dir), kWriteEdge);
+  else source(dir).wait_edge(w_.reactor, arm(dir), kReadEdge);
 }
 
 void Connection::woken(const Waiter<Connection>& waiter, error_code ec) {
-  if (!established_) return on_connected(ec);
-  on_ready(&waiter == &waiters_[0] ? 0 : 1, ec);
+  busy_ &= ~bit(waiter);
+  const int i = &waiter == &waiters_[0] ? 0 : 1;
+  if (i == 1 && std::exchange(moving_, false)) {  // see target_down()
+    if (closed_) return release();
+    connect_waiter_ = 1;
+    return try_targets();
+  }
+  if (established_) return on_ready(i, ec);
+  if (i == connect_waiter_) return on_connected(ec);
+  woken_while_connecting(ec);
+}
+
+// The client's read wait woke while a replay reconnects: established() reads it then.
+void Connection::woken_while_connecting(error_code ec) {
+  if (closed_) return release();
+  if (ec) abort();
 }
 
 void Connection::on_ready(int dir, error_code ec) {
-  --pending_;
   if (closed_) return release();
   if (ec) return abort();
   Half& h = half_[dir];
@@ -301,26 +439,15 @@ Step Connection::copy_some(int dir) {
   const int from = source(dir).native_handle();
   auto buffer = w_.buffers.take();
   const std::size_t size = w_.buffers.buffer_size();
-  iovec iov{buffer.get(), size};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do n = ::recvmsg(from, &msg, MSG_DONTWAIT);
-  while (n < 0 && errno == EINTR);
+  int unread;
+  const ssize_t n = receive(from, buffer.get(), size, unread);
   if (n <= 0) {
     const int err = errno;
     w_.buffers.give(std::move(buffer));
     if (n == 0) return Step::eof;
     return would_block(err) ? Step::drained : Step::error;
   }
-  int unread = 1;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-    if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ)
-      std::memcpy(&unread, CMSG_DATA(c), sizeof unread);
+  if (dir == 1 && replayable_) commit();  // the target has spoken
   const bool full = static_cast<std::size_t>(n) == size;
   // A full buffer means a bulk transfer: from now on move it with splice(2), as HAProxy's
   // splice-auto does.
@@ -331,6 +458,85 @@ Step Connection::copy_some(int dir) {
   const Step sent = send_held(h, sink(dir).native_handle());
   if (sent != Step::more) return sent;
   const bool last = !full && unread == 0 && !source(dir).hung_up();
+  return last ? Step::drained : Step::more;
+}
+
+// Dir 0 before the target's first byte: reads into the first-flight buffer and sends from there,
+// keeping the bytes. Ends as copy_some does. Commits (and goes on as copy_some would) when the
+// flight cannot be replayed: not a TLS handshake in `tls` mode, past the bound, or a send that
+// found the target's socket full.
+Step Connection::hold_some() {
+  const bool tls_only = w_.settings.replay == config::ReplayFirstFlight::tls;
+  if (flight_len_ == 0 && tls_only && half_[0].splice) {
+    // splice: always: decide from a peek, so that a stream that is no TLS handshake is spliced
+    // from its first byte, as before (in the other modes the first read is a copy anyway).
+    char first[2];
+    ssize_t n;
+    do n = ::recv(client_.native_handle(), first, sizeof first, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) return Step::eof;
+    if (n < 0) return would_block(errno) ? Step::drained : Step::error;
+    if (!looks_like_tls(first, static_cast<std::size_t>(n))) {
+      commit();
+      return splice_some(0);
+    }
+  }
+  if (!flight_) flight_ = w_.buffers.take();
+  const std::uint32_t bound =
+      std::min<std::uint32_t>(kFlightBound, static_cast<std::uint32_t>(w_.buffers.buffer_size()));
+  char* at = flight_.get() + flight_len_;
+  int unread;
+  const ssize_t n = receive(client_.native_handle(), at, bound - flight_len_, unread);
+  if (n <= 0) {
+    const int err = errno;
+    if (flight_len_ == 0) w_.buffers.give(std::move(flight_));  // hold a buffer only with bytes
+    if (n == 0) return Step::eof;
+    return would_block(err) ? Step::drained : Step::error;
+  }
+  const auto got = static_cast<std::uint32_t>(n);
+  Half& h = half_[0];
+  if (flight_len_ == 0 && tls_only && !looks_like_tls(at, got)) {
+    // Not a TLS client: committed at once; these bytes are sent as copy_some sends them.
+    h.buffer = std::move(flight_);
+    h.pending = got;
+    h.sent = 0;
+    commit();
+    const Step sent = send_held(h, upstream_.native_handle());
+    if (sent != Step::more) return sent;
+    return unread == 0 && !client_.hung_up() ? Step::drained : Step::more;
+  }
+  const std::uint32_t offset = flight_len_;
+  flight_len_ += got;
+  std::uint32_t sent = 0;
+  while (sent < got) {
+    const ssize_t m = ::send(upstream_.native_handle(), at + sent, got - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (m > 0) {
+      sent += static_cast<std::uint32_t>(m);
+    } else if (m < 0 && errno == EINTR) {
+      continue;
+    } else if (m < 0 && would_block(errno)) {
+      // The target's socket is full: no longer a first flight. The rest goes as copy_some's
+      // would, moved to the buffer's start (a copy, on this rare path only).
+      std::memmove(flight_.get(), at + sent, got - sent);
+      h.buffer = std::move(flight_);
+      h.sent = 0;
+      h.pending = got - sent;
+      h.moved += sent;
+      WorkerStats::add(w_.stats.bytes_copied, sent);
+      flight_len_ = 0;
+      replayable_ = false;
+      return Step::blocked;
+    } else {
+      // The target is gone (EPIPE, ECONNRESET): keep the bytes; its close reaches dir 1, which
+      // replays them all.
+      h.moved += sent;
+      return Step::drained;
+    }
+  }
+  h.moved += got;
+  WorkerStats::add(w_.stats.bytes_copied, got);
+  if (flight_len_ == bound) commit();  // too big to keep: from now on as any connection
+  const bool last = got < bound - offset && unread == 0 && !client_.hung_up();
   return last ? Step::drained : Step::more;
 }
 
@@ -381,6 +587,7 @@ Step Connection::splice_some(int dir) {
     if (n == 0) return Step::eof;
     return would_block(err) ? Step::drained : Step::error;
   }
+  if (dir == 1 && replayable_) commit();  // the target has spoken
   h.pipe = pipe;
   h.pending = static_cast<std::uint32_t>(n);
   h.sent = 0;

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 namespace apilb::lb {
 
@@ -53,8 +54,8 @@ class Connection : public AllHook {
   // A Waiter of this connection completed (`ec` is operation_aborted when it was cancelled).
   void woken(const Waiter<Connection>& waiter, boost::system::error_code ec);
   // A Waiter of this connection was destroyed unfinished: the worker is going away.
-  void abandoned() noexcept {
-    --pending_;
+  void abandoned(const Waiter<Connection>& waiter) noexcept {
+    busy_ &= ~bit(waiter);
     closed_ = true;
     release();
   }
@@ -64,6 +65,9 @@ class Connection : public AllHook {
   bool must_close(const healthcheck::TargetSet& next) const noexcept {
     return established_ && next.must_close(target_->stats.get());
   }
+  // Its target went down: closes it, or moves it elsewhere if the target has not answered yet.
+  // May delete `this`.
+  void target_down() noexcept;
 
   PhaseHook phase_hook;  // in the worker's `connecting`, then `young` or `settling` list
   Clock::time_point deadline;
@@ -82,6 +86,12 @@ class Connection : public AllHook {
   enum class Attempt { waiting, connected, failed, shortage };
 
   void try_targets();
+  std::optional<std::uint32_t> believed_down() const noexcept;
+  void replay();
+  void leave_target() noexcept;
+  void send_flight();
+  void commit() noexcept;
+  void woken_while_connecting(boost::system::error_code ec);
   Attempt open_and_connect(const healthcheck::Target& target, int& error);
   void on_connected(boost::system::error_code ec);
   void connect_failed(int err);
@@ -92,12 +102,21 @@ class Connection : public AllHook {
   void wait(int dir, bool for_write);
   void on_ready(int dir, boost::system::error_code ec);
   Step copy_some(int dir);
+  Step hold_some();
   Step splice_some(int dir);
   Step send_held(Half& h, int to);
   void end(int dir);
   void flush(int dir) noexcept;
   void release() noexcept {
-    if (pending_ == 0) delete this;
+    if (busy_ == 0) delete this;
+  }
+  std::uint8_t bit(const Waiter<Connection>& w) const noexcept {
+    return &w == &waiters_[0] ? 1 : 2;
+  }
+  // Marks waiter `i` started; woken() and abandoned() clear it.
+  Waiter<Connection>& arm(int i) noexcept {
+    busy_ |= static_cast<std::uint8_t>(1 << i);
+    return waiters_[i];
   }
   Socket& source(int dir) noexcept { return dir == 0 ? client_ : upstream_; }
   Socket& sink(int dir) noexcept { return dir == 0 ? upstream_ : client_; }
@@ -105,14 +124,23 @@ class Connection : public AllHook {
   Worker& w_;
   Socket client_;
   Socket upstream_;
-  // One per direction: a direction waits for one thing at a time, and the connect (before either
-  // direction runs) uses the first.
+  // One per direction: a direction waits for one thing at a time. The connect (before either
+  // direction runs) uses the first; a reconnect for a replay uses the second, the first may be
+  // waiting on the client then.
   Waiter<Connection> waiters_[2]{Waiter<Connection>(*this), Waiter<Connection>(*this)};
   healthcheck::TargetSetPtr pinned_;             // keeps target_ alive
   const healthcheck::Target* target_ = nullptr;  // the current attempt, then the connected target
   Half half_[2];                    // [0] client -> upstream, [1] upstream -> client
   Tried tried_;
-  std::uint8_t pending_ = 0;        // waiters started and not completed yet
+  // The first flight: what the client sent before the target's first byte, read straight into a
+  // pooled buffer (no copy) and kept so that a target that closes or resets before answering can
+  // be replaced invisibly. Released at the target's first byte (commit) or past the bound.
+  std::unique_ptr<char[]> flight_;
+  std::uint32_t flight_len_ = 0;
+  bool replayable_ = false;         // not committed yet: a reset now is replayed elsewhere
+  bool moving_ = false;             // target_down() waits for dir 1's wait to end
+  std::uint8_t connect_waiter_ = 0;
+  std::uint8_t busy_ = 0;           // bit i: waiters_[i] started and not completed yet
   bool closed_ = false;
   bool established_ = false;
   bool timed_out_ = false;

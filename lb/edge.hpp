@@ -6,7 +6,9 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-// After io_context.hpp: the reactor header alone does not declare what the scheduler uses.
+
+// After io_context.hpp (a block of its own, so that sorting keeps it there): the reactor header
+// alone does not declare what the scheduler uses.
 #include <boost/asio/detail/reactor.hpp>
 #include <boost/version.hpp>
 
@@ -37,7 +39,7 @@ inline constexpr int kWriteEdge = Reactor::write_op;  // writable or error
 // per wait. A reactor operation is completed by the scheduler with the owner set, or destroyed with
 // the owner null when the io_context goes away with it still pending. The owner provides
 // woken(const Waiter&, error_code) (ec is operation_aborted when the wait was cancelled) and
-// abandoned() (the io_context was destroyed with the wait pending).
+// abandoned(const Waiter&) (the io_context was destroyed with the wait pending).
 template <typename Owner>
 class Waiter : public boost::asio::detail::reactor_op {
  public:
@@ -65,7 +67,7 @@ class Waiter : public boost::asio::detail::reactor_op {
                        const boost::system::error_code&, std::size_t) {
     auto& self = *static_cast<Waiter*>(op);
     if (owner) self.owner_.woken(self, self.ec_);
-    else self.owner_.abandoned();
+    else self.owner_.abandoned(self);
   }
 
   Owner& owner_;

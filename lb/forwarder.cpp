@@ -43,6 +43,7 @@ ForwarderSettings ForwarderSettings::from(const config::Config& c) {
   s.panic_connect_timeout = std::min<config::Duration>(c.upstream.connect_timeout,
                                                        std::chrono::milliseconds(500));
   s.retries = c.upstream.retries;
+  s.replay = c.upstream.replay_first_flight;
   s.max_connections = c.limits.max_connections;
   s.tcp = c.tcp;
   s.relay = c.relay;
@@ -217,7 +218,7 @@ void Forwarder::publish(TargetSetPtr next) {
   asio::post(*worker_->io, [w = worker_.get(), next = std::move(next)]() mutable {
     w->targets = std::move(next);
     w->for_each_connection([&](Connection& c) {
-      if (c.must_close(*w->targets)) c.abort();
+      if (c.must_close(*w->targets)) c.target_down();
     });
   });
 }

@@ -24,6 +24,7 @@ struct ForwarderSettings {
   // Connect timeout per attempt in panic mode, where every target is believed down.
   config::Duration panic_connect_timeout = std::chrono::milliseconds(500);
   int retries = 2;
+  config::ReplayFirstFlight replay = config::ReplayFirstFlight::tls;
   std::uint32_t max_connections = 100000;
   config::Tcp tcp;
   config::Relay relay;
@@ -37,8 +38,9 @@ struct ForwarderShared {
   std::atomic<std::int64_t> connections{0};  // accepted and not yet closed, all workers
   std::atomic<std::uint64_t> rejected{0};    // closed at once because of max_connections
   std::atomic<std::uint64_t> failed{0};      // clients closed because no target could be reached
+  std::atomic<std::uint64_t> replayed{0};    // first flights replayed on another target
   // Rate limits of the workers' error lines: at most one a second for the whole process.
-  LogLimit accept_errors, connect_errors, no_target, over_limit;
+  LogLimit accept_errors, connect_errors, no_target, over_limit, replays;
   // Called on a worker thread after a failed connect; must be thread-safe (post to the control thread).
   std::function<void(const healthcheck::Target&, std::string_view reason)> on_connect_failure;
 };

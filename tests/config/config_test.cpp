@@ -422,8 +422,8 @@ TEST(ParseConfig, RejectsUnknownTopLevelKeyListingTheValidOnes) {
 TEST(ParseConfig, RejectsUnknownNestedKeyWithPosition) {
   EXPECT_EQ(
       parse_error("health:\n  interval: 2s\n  intervall: 3s\n"),
-      "config.yaml:3:3: health: unknown key \"intervall\" (valid: mode, interval, timeout, rise, "
-      "fall, path, ca_file, cert_file, key_file)");
+      "config.yaml:3:3: health: unknown key \"intervall\" (valid: mode, interval, down_interval, timeout, "
+      "rise, fall, path, ca_file, cert_file, key_file)");
   EXPECT_EQ(parse_error("admin: {port: 9445}\n"),
             "config.yaml:1:9: admin: unknown key \"port\" (valid: listen)");
   EXPECT_EQ(
@@ -518,6 +518,16 @@ TEST(Finalize, RejectsAHealthTimeoutLongerThanTheInterval) {
   // Written only as a shorter interval: the timeout has no line of its own to point at.
   EXPECT_EQ(finalize_error("targets: [a]\nhealth: {interval: 500ms}\n"),
             "config.yaml: health.timeout: 1s is longer than health.interval (500ms)");
+}
+
+TEST(ParseConfig, ReplaysTlsFirstFlightsByDefaultAndTakesTheOtherModes) {
+  EXPECT_EQ(parsed("").upstream.replay_first_flight, ReplayFirstFlight::tls);
+  EXPECT_EQ(parsed("upstream: {replay_first_flight: always}\n").upstream.replay_first_flight,
+            ReplayFirstFlight::always);
+  EXPECT_EQ(parsed("upstream: {replay_first_flight: never}\n").upstream.replay_first_flight,
+            ReplayFirstFlight::never);
+  EXPECT_EQ(parse_error("upstream:\n  replay_first_flight: sometimes\n"),
+            "config.yaml:2:24: upstream.replay_first_flight: \"sometimes\" is not one of tls, always, never");
 }
 
 TEST(Finalize, DownIntervalDefaultsToTheIntervalAndMustOutlastTheTimeout) {

@@ -8,6 +8,10 @@
 // long-lived connections it held to the master. Prints a Markdown table. Needs root (namespaces).
 //
 //   failover_compare [--haproxy PATH] [--rounds N]
+//   failover_compare [--haproxy PATH] --crashes N
+// The second form SIGKILLs a master N times in a row (restarting it at once) under the same load and
+// counts the new connections that failed: those that started after a kill and ended before the
+// next (one in flight across a kill may be lost with a master that had answered part of it).
 #include "tests/e2e/hosted.hpp"
 #include "tests/e2e/lb_process.hpp"
 
@@ -15,10 +19,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <atomic>
 #include <sstream>
 #include <thread>
 
@@ -35,7 +40,7 @@ constexpr auto kWatchHeld = 10s;  // how long held connections are watched after
 // a 1 s check timeout and a 2 s connect timeout (apiserver-lb's defaults for the last two).
 constexpr std::string_view kApiserverLbConfig = R"(
 health: { mode: tcp, interval: 1s, timeout: 1s, rise: 2, fall: 2 }
-upstream: { connect_timeout: 2s }
+upstream: { connect_timeout: 2s, replay_first_flight: always }   # plain HTTP clients here
 threads: 1
 )";
 
@@ -83,7 +88,7 @@ class Haproxy final : public Balancer {
     std::ostringstream cfg;
     cfg << "global\n  stats socket " << socket_.string() << " mode 600 level admin\n  maxconn 9000\n"
         << "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n"
-        << (tuned ? "  option redispatch\n" : "")
+        << (tuned ? "  option redispatch\n  retries 3\n" : "")
         << "frontend fe\n  bind " << to_string(endpoint_) << "\n  default_backend be\n"
         << "backend be\n  balance leastconn\n  default-server check inter 1s fall 2 rise 2"
         << (tuned ? " on-marked-down shutdown-sessions" : "") << "\n";
@@ -193,19 +198,51 @@ Outcome measure(Balancer& lb, std::vector<HostedMaster*>& masters, Fault fault) 
   return out;
 }
 
+struct Crashes {
+  std::size_t fresh = 0, failed = 0, straddled = 0, straddled_failed = 0;
+};
+
+Crashes crash_repeatedly(Balancer& lb, std::vector<HostedMaster*>& masters, int n) {
+  for (int i = 0; i < 3; ++i)
+    if (!lb.wait_state("m" + std::to_string(i + 1), masters[i]->address(), "up"))
+      throw std::runtime_error("m" + std::to_string(i + 1) + " never came up");
+  Loads load(lb.endpoint(), 2);
+  if (!wait_until([&] { return load.total() > 30; }, kDeadline)) throw std::runtime_error("no load");
+  std::vector<steady_clock::time_point> kills;
+  for (int crash = 0; crash < n; ++crash) {
+    HostedMaster& victim = *masters[static_cast<std::size_t>(crash % 3)];
+    kills.push_back(steady_clock::now());
+    victim.process().kill();
+    victim.start();
+    const std::size_t total = load.total();
+    if (!wait_until([&] { return load.total() >= total + 20; }, kDeadline)) throw std::runtime_error("load stalled");
+  }
+  kills.push_back(steady_clock::now());
+  load.stop();
+  Crashes out;
+  for (const auto& r : load.since(kills.front())) {
+    const auto next = std::upper_bound(kills.begin(), kills.end(), r.started);
+    const bool straddles = next != kills.end() && r.started + r.took > *next;
+    (straddles ? out.straddled : out.fresh)++;
+    if (r.answered_by.empty()) (straddles ? out.straddled_failed : out.failed)++;
+  }
+  return out;
+}
+
 std::string cell(const std::optional<long long>& v, const std::string& none) {
   return v ? std::to_string(*v) : none;
 }
 
 int main_impl(int argc, char** argv) {
   std::string haproxy = find_program("haproxy").string();
-  int rounds = 1;
+  int rounds = 1, crashes = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--haproxy" && i + 1 < argc) haproxy = argv[++i];
     else if (arg == "--rounds" && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
+    else if (arg == "--crashes" && i + 1 < argc) crashes = std::max(1, std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: failover_compare [--haproxy PATH] [--rounds N]\n");
+      std::fprintf(stderr, "usage: failover_compare [--haproxy PATH] [--rounds N | --crashes N]\n");
       return 2;
     }
   }
@@ -215,6 +252,32 @@ int main_impl(int argc, char** argv) {
   }
   if (haproxy.empty()) std::fprintf(stderr, "failover_compare: no haproxy found: apiserver-lb only\n");
 
+  auto fresh_masters = [](std::vector<std::unique_ptr<HostedMaster>>& owned) {
+    std::vector<HostedMaster*> masters;
+    for (int i = 1; i <= 3; ++i) {
+      owned.push_back(std::make_unique<HostedMaster>("m" + std::to_string(i)));
+      masters.push_back(owned.back().get());
+    }
+    return masters;
+  };
+  if (crashes > 0) {
+    std::printf("| balancer | SIGKILLs | new connections | failed | in flight at a kill | of those failed |\n"
+                "| --- | ---: | ---: | ---: | ---: | ---: |\n");
+    for (const std::string subject : {"apiserver-lb", "HAProxy tuned"}) {
+      if (subject != "apiserver-lb" && haproxy.empty()) continue;
+      std::vector<std::unique_ptr<HostedMaster>> owned;
+      auto masters = fresh_masters(owned);
+      TempDir dir;
+      std::unique_ptr<Balancer> lb;
+      if (subject == "apiserver-lb") lb = std::make_unique<ApiserverLb>(masters, dir);
+      else lb = std::make_unique<Haproxy>(haproxy, masters, dir, true);
+      const Crashes c = crash_repeatedly(*lb, masters, crashes);
+      std::printf("| %s | %d | %zu | %zu | %zu | %zu |\n", subject.c_str(), crashes, c.fresh, c.failed,
+                  c.straddled, c.straddled_failed);
+      std::fflush(stdout);
+    }
+    return 0;
+  }
   std::printf("| fault | balancer | marked down (ms after the fault) | new connections | failed | took >= 1 s | "
               "its held connections closed (ms after the fault) |\n| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
   for (int round = 0; round < rounds; ++round) {
@@ -223,11 +286,7 @@ int main_impl(int argc, char** argv) {
         if (subject != "apiserver-lb" && haproxy.empty()) continue;
         // Fresh masters and a fresh balancer for every measurement.
         std::vector<std::unique_ptr<HostedMaster>> owned;
-        std::vector<HostedMaster*> masters;
-        for (int i = 1; i <= 3; ++i) {
-          owned.push_back(std::make_unique<HostedMaster>("m" + std::to_string(i)));
-          masters.push_back(owned.back().get());
-        }
+        auto masters = fresh_masters(owned);
         TempDir dir;
         std::unique_ptr<Balancer> lb;
         if (subject == "apiserver-lb") lb = std::make_unique<ApiserverLb>(masters, dir);

@@ -29,12 +29,15 @@ inline long long ms(std::chrono::steady_clock::duration d) {
 // port 6443, when the constructor returns.
 class HostedMaster {
  public:
-  explicit HostedMaster(const std::string& name) {
+  explicit HostedMaster(const std::string& name) : name_(name) { start(); }
+  // A new stand-in process on the same host and port (after a kill, say).
+  void start() {
+    process_.reset();
     auto argv = host_.run_in();
-    argv.insert(argv.end(), {APILB_STANDIN, "--listen", to_string(endpoint()), "--name", name, "--plain"});
+    argv.insert(argv.end(), {APILB_STANDIN, "--listen", to_string(endpoint()), "--name", name_, "--plain"});
     process_.emplace(argv.front(), std::vector<std::string>(argv.begin() + 1, argv.end()));
     if (!process_->wait_for_log(" listening on ", std::chrono::seconds(10)))
-      throw std::runtime_error(name + " did not start in " + host_.name() + ":\n" + process_->log());
+      throw std::runtime_error(name_ + " did not start in " + host_.name() + ":\n" + process_->log());
   }
   TestHost& host() { return host_; }
   ChildProcess& process() { return *process_; }
@@ -42,7 +45,8 @@ class HostedMaster {
   std::string address() const { return to_string(endpoint()); }
 
  private:
-  TestHost host_;                        // declared first: it goes last, after the process
+  std::string name_;
+  TestHost host_;                        // declared before the process: it goes last
   std::optional<ChildProcess> process_;
 };
 

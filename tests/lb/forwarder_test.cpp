@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <thread>
 
@@ -422,6 +423,165 @@ TEST(Forwarder, SpreadsOverSeveralWorkersSharingOnePort) {
     ASSERT_EQ(clients.back()->echo("w"), "w");
   }
   EXPECT_EQ(lb.active(0), 16);
+}
+
+// --- replaying the first flight on an early close ------------------------------------------------
+
+// Closes every connection it accepts without sending a byte: at once (a listen backlog flushed by
+// a dying apiserver) or after reading what the client sent (an accepted, unanswered request),
+// with a RST or a FIN. Counts what it accepted.
+class Slammer {
+ public:
+  enum class End { fin, reset };
+  Slammer(End end, std::size_t read_first) : end_(end), read_first_(read_first) {
+    listener_.open(tcp::v4());
+    listener_.bind(test::loopback());
+    listener_.listen();
+    thread_ = std::jthread([this] { serve(); });
+  }
+  ~Slammer() {
+    ::shutdown(listener_.native_handle(), SHUT_RDWR);
+    thread_.join();
+  }
+  tcp::endpoint endpoint() const { return listener_.local_endpoint(); }
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  void serve() {
+    for (;;) {
+      const int fd = ::accept4(listener_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      ++accepted_;
+      std::size_t got = 0;
+      char buf[4096];
+      while (got < read_first_) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got += static_cast<std::size_t>(n);
+      }
+      if (end_ == End::reset) {
+        const linger abort{1, 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+      }
+      ::close(fd);
+    }
+  }
+
+  End end_;
+  std::size_t read_first_;
+  std::atomic<int> accepted_{0};
+  asio::io_context io_;
+  tcp::acceptor listener_{io_};
+  std::jthread thread_;
+};
+
+// A TLS-looking first flight: a handshake record header and a body.
+std::string client_hello(std::size_t size = 517) {
+  std::string hello = "\x16\x03\x01";
+  hello.resize(size, 'h');
+  return hello;
+}
+
+ForwarderSettings replaying(config::ReplayFirstFlight mode) {
+  ForwarderSettings s = settings_with(config::Balance::round_robin);
+  s.replay = mode;
+  return s;
+}
+
+// One connection: sends `flight` and keeps its side open (its read is pending while a replay
+// reconnects); true when the same bytes came back within 5 s.
+bool echoed_once(const tcp::endpoint& lb, const std::string& flight) {
+  asio::io_context io;
+  tcp::socket socket(io);
+  boost::system::error_code ec;
+  socket.connect(lb, ec);
+  const timeval limit{5, 0};
+  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  if (!ec) asio::write(socket, asio::buffer(flight), ec);
+  std::string reply(flight.size(), '\0');
+  if (!ec) asio::read(socket, asio::buffer(reply), ec);
+  return !ec && reply == flight;
+}
+
+// Round robin over a target that closes before answering and one that echoes: every other first
+// attempt lands on the first. `count` connections each send `flight`: how many got it echoed.
+int echoed(Balancer& lb, const std::string& flight, int count) {
+  int ok = 0;
+  for (int i = 0; i < count; ++i) ok += echoed_once(lb.endpoint(), flight);
+  return ok;
+}
+
+TEST(Replay, AConnectionResetBeforeAnsweringIsReplayedOnAnotherTargetInvisibly) {
+  for (const auto read_first : {std::size_t{0}, std::size_t{1}}) {
+    for (const auto end : {Slammer::End::reset, Slammer::End::fin}) {
+      Slammer slammer(end, read_first);
+      test::EchoBackend echo;
+      Balancer lb({make_target(slammer.endpoint()), make_target(echo.endpoint())},
+                  replaying(config::ReplayFirstFlight::tls));
+      EXPECT_EQ(echoed(lb, client_hello(), 40), 40) << "read_first " << read_first;
+      EXPECT_GE(slammer.accepted(), 20);
+      EXPECT_EQ(lb.shared().failed.load(), 0u);
+      // Each counted against it: as a replay, or (closed at once, before the connect completed
+      // on our side) as a failed connect that was retried.
+      EXPECT_GE(lb.target(0).stats->connect_failures.load(), 20u);
+      // Once it waits for the client's bytes, the connect always completes: every one a replay.
+      if (read_first > 0) EXPECT_GE(lb.shared().replayed.load(), 20u);
+    }
+  }
+}
+
+TEST(Replay, TlsModeNeverReplaysPlainTcpButAlwaysModeDoes) {
+  Slammer slammer(Slammer::End::reset, 1);
+  test::EchoBackend echo;
+  {
+    Balancer lb({make_target(slammer.endpoint()), make_target(echo.endpoint())},
+                replaying(config::ReplayFirstFlight::tls));
+    EXPECT_EQ(echoed(lb, "GET / HTTP/1.1\r\n\r\n", 20), 10);  // every other one hit the slammer
+    EXPECT_EQ(lb.shared().replayed.load(), 0u);
+  }
+  Balancer lb({make_target(slammer.endpoint()), make_target(echo.endpoint())},
+              replaying(config::ReplayFirstFlight::always));
+  EXPECT_EQ(echoed(lb, "GET / HTTP/1.1\r\n\r\n", 20), 20);
+  Balancer never({make_target(slammer.endpoint()), make_target(echo.endpoint())},
+                 replaying(config::ReplayFirstFlight::never));
+  EXPECT_EQ(echoed(never, client_hello(), 20), 10);
+}
+
+TEST(Replay, AFirstFlightBeyondTheBoundIsCommittedAndNotReplayed) {
+  const std::string big = client_hello(20 * 1024);
+  Slammer slammer(Slammer::End::reset, big.size());  // reads it all, then resets
+  test::EchoBackend echo;
+  Balancer lb({make_target(slammer.endpoint()), make_target(echo.endpoint())},
+              replaying(config::ReplayFirstFlight::tls));
+  EXPECT_EQ(echoed(lb, big, 20), 10);
+  EXPECT_EQ(lb.shared().replayed.load(), 0u);
+}
+
+TEST(Replay, ATargetThatAnsweredAndThenDiedIsNotReplayed) {
+  Greeter greeter(Greeter::Speaks::second, Greeter::End::reset);
+  test::EchoBackend echo;
+  Balancer lb({make_target(greeter.endpoint()), make_target(echo.endpoint())},
+              replaying(config::ReplayFirstFlight::always));
+  for (int i = 0; i < 20; ++i) {
+    const auto reply = test::fetch(lb.endpoint(), "EHLO", 2s, test::AfterSend::shut_down_write);
+    // Either the greeter's answer and its close, or the echo: never the echo after a greeting.
+    EXPECT_TRUE(reply.data == Greeter::kGreeting || reply.data == "EHLO") << reply.data;
+  }
+  EXPECT_EQ(lb.shared().replayed.load(), 0u);
+}
+
+TEST(Replay, AClientThatHalfClosedIsReplayedWithItsFin) {
+  Slammer slammer(Slammer::End::reset, 1);
+  test::EchoBackend echo;
+  Balancer lb({make_target(slammer.endpoint()), make_target(echo.endpoint())},
+              replaying(config::ReplayFirstFlight::tls));
+  const std::string hello = client_hello();
+  for (int i = 0; i < 20; ++i) {
+    // Sends and shuts down its write side: the echo's FIN must come back after the bytes.
+    const auto reply = test::fetch(lb.endpoint(), hello, 5s, test::AfterSend::shut_down_write);
+    EXPECT_FALSE(reply.error) << "connection " << i << ": " << reply.error.message();
+    EXPECT_EQ(reply.data, hello) << "connection " << i;
+  }
 }
 
 }  // namespace

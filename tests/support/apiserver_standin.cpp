@@ -65,6 +65,7 @@ constexpr std::string_view kUsage =
     "  --listen        address to serve on; port 0 picks one (default 127.0.0.1:0)\n"
     "  --name          answered by GET / and used as the certificate's CN (default standin)\n"
     "  --plain         plain HTTP instead of HTTPS\n"
+    "  --greet         with --plain: speak first, \"apiserver-standin NAME\\n\" on every connection\n"
     "  --cert, --key   serving certificate (chain) and key, PEM; default: a generated one\n"
     "  --san           SANs of the generated certificate, OpenSSL syntax, \"\" for none\n"
     "                  (default IP:127.0.0.1,IP:::1,DNS:localhost)\n"
@@ -75,6 +76,8 @@ constexpr std::string_view kUsage =
     "  --readyz-status initial /readyz status (default 200)\n"
     "  --control       also serve the same endpoints over plain HTTP here (tests flip /readyz)\n"
     "  --threads       event loops (default 1)\n"
+    "  --shutdown-delay MS  on SIGTERM, as kube-apiserver's --shutdown-delay-duration: /readyz fails\n"
+    "                  at once, the listener closes MS later, the process exits 500 ms after that\n"
     "endpoints: GET / /readyz[?verbose] /livez /healthz /standin/whoami /standin/stats\n"
     "           /standin/stream?bytes=N; PUT|POST /standin/readyz?status=CODE[&check=NAME]\n";
 
@@ -82,6 +85,7 @@ struct Options {
   std::string listen = "127.0.0.1:0";
   std::string name = "standin";
   bool plain = false;
+  bool greet = false;
   std::string cert_file;
   std::string key_file;
   std::string san = "IP:127.0.0.1,IP:::1,DNS:localhost";
@@ -92,6 +96,7 @@ struct Options {
   int readyz_status = 200;
   std::string control;
   int threads = 1;
+  int shutdown_delay_ms = 0;  // 0: SIGTERM stops at once
 };
 
 [[noreturn]] void fail(std::string_view why) {
@@ -116,6 +121,10 @@ Options parse_options(int argc, char** argv) {
     }
     if (flag == "--plain") {
       options.plain = true;
+      continue;
+    }
+    if (flag == "--greet") {
+      options.greet = true;
       continue;
     }
     if (flag == "--no-anonymous") {
@@ -150,6 +159,10 @@ Options parse_options(int argc, char** argv) {
       const auto threads = to_int(value);
       if (!threads || *threads < 1 || *threads > 256) fail("--threads: want 1..256, got " + value);
       options.threads = *threads;
+    } else if (flag == "--shutdown-delay") {
+      const auto delay = to_int(value);
+      if (!delay || *delay < 0) fail("--shutdown-delay: want milliseconds, got " + value);
+      options.shutdown_delay_ms = *delay;
     } else {
       fail("unknown flag " + std::string(flag) + "\n" + std::string(kUsage));
     }
@@ -293,6 +306,7 @@ void configure_tls(ssl::context& tls, const Options& options) {
 struct State {
   std::string name;
   bool anonymous = true;
+  bool greet = false;
   std::atomic<int> readyz_status{200};
   std::atomic<std::uint64_t> connections{0};
   std::atomic<std::uint64_t> handshakes{0};
@@ -454,6 +468,11 @@ asio::awaitable<void> serve_http(Stream& stream, State& state, const Peer& peer)
 
 asio::awaitable<void> serve_plain(tcp::socket socket, State& state) {
   beast::tcp_stream stream(std::move(socket));
+  if (state.greet) {
+    const std::string greeting = "apiserver-standin " + state.name + "\n";
+    auto [ec, n] = co_await asio::async_write(stream, asio::buffer(greeting), use_nothrow);
+    if (ec) co_return;
+  }
   const Peer anonymous;  // named: GCC 12 mishandles non-trivial temporaries in a co_await expression
   co_await serve_http(stream, state, anonymous);
   boost::system::error_code ignored;
@@ -533,6 +552,7 @@ int run(const Options& options) {
   State state;
   state.name = options.name;
   state.anonymous = options.anonymous;
+  state.greet = options.greet;
   state.readyz_status = options.readyz_status;
 
   std::optional<ssl::context> tls;
@@ -547,12 +567,6 @@ int run(const Options& options) {
   for (int i = 0; i < options.threads; ++i) loops.push_back(std::make_unique<asio::io_context>(1));
   asio::io_context& main_loop = *loops.front();
 
-  asio::signal_set signals(main_loop, SIGTERM, SIGINT);
-  signals.async_wait([&](const boost::system::error_code& ec, int) {
-    if (ec) return;
-    for (auto& loop : loops) loop->stop();
-  });
-
   std::optional<tcp::acceptor> control;
   if (!options.control.empty()) {
     control.emplace(open_acceptor(main_loop, parse_endpoint(options.control)));
@@ -560,6 +574,33 @@ int run(const Options& options) {
   }
   tcp::acceptor acceptor = open_acceptor(main_loop, parse_endpoint(options.listen));
   asio::co_spawn(main_loop, accept_loop(acceptor, loops, tls ? &*tls : nullptr, state, true), crash_on_exception);
+
+  // SIGTERM: stop, or shut down as a kube-apiserver does: /readyz red first, the listener closed
+  // after the delay (load balancers have drained it by then), in-flight requests finished after.
+  asio::signal_set signals(main_loop, SIGTERM, SIGINT);
+  asio::steady_timer delay(main_loop);
+  auto stop_all = [&] {
+    for (auto& loop : loops) loop->stop();
+  };
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    if (options.shutdown_delay_ms == 0) return stop_all();
+    {
+      const std::lock_guard lock(state.mutex);
+      state.failing_check = "shutdown";
+    }
+    state.readyz_status = 500;
+    std::cout << "apiserver-standin " << options.name << " shutting down: /readyz fails, the listener closes in "
+              << options.shutdown_delay_ms << " ms" << std::endl;
+    delay.expires_after(std::chrono::milliseconds(options.shutdown_delay_ms));
+    delay.async_wait([&](const boost::system::error_code&) {
+      boost::system::error_code ignored;
+      acceptor.close(ignored);
+      std::cout << "apiserver-standin " << options.name << " listener closed" << std::endl;
+      delay.expires_after(std::chrono::milliseconds(500));
+      delay.async_wait([&](const boost::system::error_code&) { stop_all(); });
+    });
+  });
 
   if (control) {
     std::cout << "apiserver-standin " << options.name << " control on " << to_string(control->local_endpoint())
