@@ -10,8 +10,8 @@
 // one that leaves gracefully (gate first, then the balancer drains) and one whose every target is
 // down are withdrawn, that new connections after the withdrawal all succeed, and that the route
 // comes back after recovery. The last test puts the keepalived pair (packaging/keepalived, as in
-// keepalived_test.cpp) through the same three events under the same load and prints the table of
-// failed new connections and recovery times that packaging/README.md quotes.
+// keepalived_test.cpp) through the same events under the same load and prints the table of failed
+// new connections and recovery times that packaging/README.md quotes.
 //
 // Needs root, iproute2, BIRD 2, python3, nftables and keepalived (the comparison only); each test
 // skips with the reason when something is missing.
