@@ -627,10 +627,11 @@ class KeepalivedSite : public Site {
       balancers_[host] = start_balancer(fabric_, host, config_);
     }
     for (const char* host : {"lb1", "lb2"}) start_keepalived(host);
-    if (!wait_until([&] { return in_service(); }, 20s, 20ms)) {
+    // 3 advertisement intervals and the skew, unless a loaded machine delays the election.
+    if (!wait_until([&] { return in_service(); }, 40s, 20ms)) {
       for (const auto& [host, k] : keepalived_)
         if (!k->running()) throw std::runtime_error("keepalived on " + host + " exited at start:\n" + tail(k->log()));
-      throw std::runtime_error("no VRRP master with a backup within 20s:\n" + logs());
+      throw std::runtime_error("no VRRP master with a backup within 40s:\n" + logs());
     }
   }
 
