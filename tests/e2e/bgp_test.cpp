@@ -60,8 +60,8 @@ constexpr std::uint16_t kAdminPort = 9445;
 
 // The BGP fabric (only ever inside the test's namespaces).
 constexpr std::string_view kService = "10.80.0.10";
-constexpr std::string_view kFront = "10.78.0.";   // router .1, balancer N .1N
-constexpr std::string_view kBack = "10.79.0.";    // balancer N .1N, master M .2M
+constexpr std::string_view kFront = "10.78.0.";      // router .1, balancer N .1N
+constexpr std::string_view kBack = "10.79.0.";       // balancer N .1N, master M .2M
 constexpr std::string_view kClientNet = "10.76.0.";  // router .1, client .2
 // The keepalived pair: one L2 segment, as in keepalived_test.cpp.
 constexpr std::string_view kSegment = "10.77.0.";  // lbN .1N, master M .2M, client .100
@@ -86,7 +86,9 @@ std::string balancer_config(const std::vector<std::string>& targets) {
   for (const auto& t : targets) list += (list.empty() ? "\"" : ", \"") + t + ":6443\"";
   return "listen: [\"0.0.0.0:6443\"]\n"
          "admin: { listen: \"127.0.0.1:9445\" }\n"
-         "targets: [" + list + "]\n"
+         "targets: [" +
+         list +
+         "]\n"
          "health: { mode: tcp, interval: 500ms, timeout: 300ms, rise: 2, fall: 2 }\n"
          "upstream: { connect_timeout: 500ms }\n"
          "drain_timeout: 3s\n"
@@ -123,10 +125,12 @@ void enter_namespace(const std::string& ns) {
 // Runs `fn` on a fresh thread inside `ns` and returns what it returns.
 template <class F>
 auto in_namespace(const std::string& ns, F fn) {
-  return std::async(std::launch::async, [ns, fn = std::move(fn)]() mutable {
-    enter_namespace(ns);
-    return fn();
-  }).get();
+  return std::async(std::launch::async,
+                    [ns, fn = std::move(fn)]() mutable {
+                      enter_namespace(ns);
+                      return fn();
+                    })
+      .get();
 }
 
 // Hosts (network namespaces named apilb-bgp-PID-TAG-HOST) wired by veth pairs, some plugged into
@@ -137,7 +141,8 @@ class Fabric {
  public:
   // `tag` keeps two fabrics of one process apart.
   explicit Fabric(const std::string& tag)
-      : ip_(find_program("ip")), prefix_(std::string(kNamespacePrefix) + std::to_string(::getpid()) + "-" + tag + "-") {
+      : ip_(find_program("ip")),
+        prefix_(std::string(kNamespacePrefix) + std::to_string(::getpid()) + "-" + tag + "-") {
     if (ip_.empty()) throw std::runtime_error("no `ip` program (iproute2)");
     delete_stale();
     add_host("sw");
@@ -163,17 +168,19 @@ class Fabric {
     ip({"-n", ns("sw"), "link", "set", bridge, "up"});
   }
   // `host`'s interface `ifname` with `cidr`, plugged into `bridge`.
-  void plug(const std::string& host, const std::string& ifname, const std::string& bridge, const std::string& cidr) {
+  void plug(const std::string& host, const std::string& ifname, const std::string& bridge,
+            const std::string& cidr) {
     const std::string port = host + "-" + ifname;  // the bridge's side, in "sw"
-    ip({"link", "add", ifname, "netns", ns(host), "type", "veth", "peer", "name", port, "netns", ns("sw")});
+    ip({"link", "add", ifname, "netns", ns(host), "type", "veth", "peer", "name", port, "netns",
+        ns("sw")});
     ip({"-n", ns("sw"), "link", "set", port, "master", bridge});
     ip({"-n", ns("sw"), "link", "set", port, "up"});
     ip({"-n", ns(host), "addr", "add", cidr, "dev", ifname});
     ip({"-n", ns(host), "link", "set", ifname, "up"});
   }
   // A veth pair straight from `a` to `b`.
-  void wire(const std::string& a, const std::string& a_if, const std::string& a_cidr, const std::string& b,
-            const std::string& b_if, const std::string& b_cidr) {
+  void wire(const std::string& a, const std::string& a_if, const std::string& a_cidr,
+            const std::string& b, const std::string& b_if, const std::string& b_cidr) {
     ip({"link", "add", a_if, "netns", ns(a), "type", "veth", "peer", "name", b_if, "netns", ns(b)});
     ip({"-n", ns(a), "addr", "add", a_cidr, "dev", a_if});
     ip({"-n", ns(b), "addr", "add", b_cidr, "dev", b_if});
@@ -193,15 +200,19 @@ class Fabric {
   }
   void must(const std::string& host, const std::vector<std::string>& argv) const {
     const auto r = exec(host, argv);
-    if (!r.ok()) throw std::runtime_error("in " + host + ": " + argv.front() + " failed: " + r.output);
+    if (!r.ok())
+      throw std::runtime_error("in " + host + ": " + argv.front() + " failed: " + r.output);
   }
 
   std::string ns(const std::string& host) const { return prefix_ + host; }
-  std::vector<std::string> run_in(const std::string& host) const { return {ip_.string(), "netns", "exec", ns(host)}; }
+  std::vector<std::string> run_in(const std::string& host) const {
+    return {ip_.string(), "netns", "exec", ns(host)};
+  }
   const fs::path& ip_program() const { return ip_; }
 
   // A child process running `argv` inside `host` (`ip netns exec` execs it: same pid).
-  std::unique_ptr<ChildProcess> spawn(const std::string& host, const std::vector<std::string>& argv) const {
+  std::unique_ptr<ChildProcess> spawn(const std::string& host,
+                                      const std::vector<std::string>& argv) const {
     auto full = run_in(host);
     full.insert(full.end(), argv.begin(), argv.end());
     return std::make_unique<ChildProcess>(full.front(), std::vector(full.begin() + 1, full.end()));
@@ -256,7 +267,8 @@ class KeptConnection {
     socklen_t length = sizeof error;
     if (::poll(&p, 1, static_cast<int>(deadline.count())) == 1)
       ::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &length);
-    if (error != 0) throw std::system_error(error, std::generic_category(), "connect " + to_string(endpoint));
+    if (error != 0)
+      throw std::system_error(error, std::generic_category(), "connect " + to_string(endpoint));
     sockaddr_in local{};
     socklen_t size = sizeof local;
     ::getsockname(fd_, reinterpret_cast<sockaddr*>(&local), &size);
@@ -271,7 +283,9 @@ class KeptConnection {
   // GET / on this connection: the stand-in's name, or "" when the connection failed.
   std::string who(std::chrono::milliseconds deadline) {
     const std::string request = "GET / HTTP/1.1\r\nHost: apiserver\r\n\r\n";
-    if (::send(fd_, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) return "";
+    if (::send(fd_, request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size()))
+      return "";
     std::string data;
     const auto until = steady_clock::now() + deadline;
     for (;;) {
@@ -282,7 +296,8 @@ class KeptConnection {
           content_length = std::stoul(data.substr(at + 18));
         if (data.size() >= head + 4 + content_length) return data.substr(head + 4, content_length);
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - steady_clock::now());
       pollfd p{fd_, POLLIN, 0};
       if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return "";
       char buffer[4096];
@@ -302,10 +317,14 @@ class KeptConnection {
 enum class Event { crash, graceful_leave, targets_down, stopped_alone };
 std::string to_string(Event e) {
   switch (e) {
-    case Event::crash: return "apiserver-lb crashes (SIGKILL)";
-    case Event::graceful_leave: return "graceful leave (withdraw, then drain)";
-    case Event::targets_down: return "every target down (6 s)";
-    case Event::stopped_alone: return "apiserver-lb alone gets SIGTERM";
+    case Event::crash:
+      return "apiserver-lb crashes (SIGKILL)";
+    case Event::graceful_leave:
+      return "graceful leave (withdraw, then drain)";
+    case Event::targets_down:
+      return "every target down (6 s)";
+    case Event::stopped_alone:
+      return "apiserver-lb alone gets SIGTERM";
   }
   return "?";
 }
@@ -334,7 +353,8 @@ class Site {
   std::string carrier(std::uint16_t client_port) {
     const fs::path ss = find_program("ss");
     for (const auto& host : balancers()) {
-      const auto r = fabric().exec(host, {ss.string(), "-Htn", "state", "established", "( sport = :6443 )"});
+      const auto r =
+          fabric().exec(host, {ss.string(), "-Htn", "state", "established", "( sport = :6443 )"});
       if (r.output.find(":" + std::to_string(client_port) + " ") != std::string::npos ||
           r.output.find(":" + std::to_string(client_port) + "\n") != std::string::npos)
         return host;
@@ -345,13 +365,17 @@ class Site {
 
  protected:
   // A stand-in master listening on `address`:6443 inside `host`.
-  static std::unique_ptr<ChildProcess> start_master(Fabric& fabric, const std::string& host, const std::string& address,
+  static std::unique_ptr<ChildProcess> start_master(Fabric& fabric, const std::string& host,
+                                                    const std::string& address,
                                                     const std::string& name) {
-    auto p = fabric.spawn(host, {APILB_STANDIN, "--plain", "--name", name, "--listen", address + ":6443"});
-    if (!p->wait_for_log(" listening on ", 10s)) throw std::runtime_error("stand-in " + host + " did not start:\n" + p->log());
+    auto p = fabric.spawn(
+        host, {APILB_STANDIN, "--plain", "--name", name, "--listen", address + ":6443"});
+    if (!p->wait_for_log(" listening on ", 10s))
+      throw std::runtime_error("stand-in " + host + " did not start:\n" + p->log());
     return p;
   }
-  static std::unique_ptr<ChildProcess> start_balancer(Fabric& fabric, const std::string& host, const fs::path& config) {
+  static std::unique_ptr<ChildProcess> start_balancer(Fabric& fabric, const std::string& host,
+                                                      const fs::path& config) {
     auto p = fabric.spawn(host, {APILB_BINARY, "run", "--config", config.string()});
     if (!p->wait_for_log(" listening on ", 10s))
       throw std::runtime_error("apiserver-lb on " + host + " did not start:\n" + p->log());
@@ -361,8 +385,10 @@ class Site {
   // masters breaks), while the host itself stays up and reachable.
   static void cut_targets(Fabric& fabric, const std::string& host, const std::string& targets) {
     fabric.must(host, {find_program("nft").string(),
-                       "add table inet apilb_cut; add chain inet apilb_cut out { type filter hook output priority 0; "
-                       "policy accept; }; add rule inet apilb_cut out ip daddr { " + targets + " } drop"});
+                       "add table inet apilb_cut; add chain inet apilb_cut out { type filter hook "
+                       "output priority 0; "
+                       "policy accept; }; add rule inet apilb_cut out ip daddr { " +
+                           targets + " } drop"});
   }
   static void restore_targets(Fabric& fabric, const std::string& host) {
     fabric.must(host, {find_program("nft").string(), "delete table inet apilb_cut"});
@@ -391,7 +417,8 @@ std::string render_bird(const fs::path& file, const std::map<std::string, std::s
     out += line + "\n";
   }
   for (const auto& [name, value] : values)
-    if (replaced[name] != 1) throw std::runtime_error(file.string() + " does not define " + name + " exactly once");
+    if (replaced[name] != 1)
+      throw std::runtime_error(file.string() + " does not define " + name + " exactly once");
   return out + extra;
 }
 
@@ -400,7 +427,8 @@ std::string render_bird(const fs::path& file, const std::map<std::string, std::s
 std::string quick_retry(std::string conf) {
   const std::string line = "    graceful restart off;\n";
   const auto at = conf.find(line);
-  if (at == std::string::npos) throw std::runtime_error("no `graceful restart off;` line to add the retry times after");
+  if (at == std::string::npos)
+    throw std::runtime_error("no `graceful restart off;` line to add the retry times after");
   return conf.insert(at + line.size(), "    error wait time 1, 5;\n    connect retry time 2;\n");
 }
 
@@ -416,19 +444,25 @@ class BgpSite : public Site {
     fabric_.add_host("rt");
     fabric_.add_host("client");
     fabric_.plug("rt", "eth0", "front", std::string(kFront) + "1/24");
-    fabric_.wire("rt", "cli0", std::string(kClientNet) + "1/24", "client", "eth0", std::string(kClientNet) + "2/24");
+    fabric_.wire("rt", "cli0", std::string(kClientNet) + "1/24", "client", "eth0",
+                 std::string(kClientNet) + "2/24");
     fabric_.ip_in("client", {"route", "add", "default", "via", std::string(kClientNet) + "1"});
     const fs::path sysctl = find_program("sysctl");
     // Forward, and hash on the 5-tuple (ports included), as a router in front of balancers should.
-    fabric_.must("rt", {sysctl.string(), "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"});
+    fabric_.must("rt", {sysctl.string(), "-qw", "net.ipv4.ip_forward=1",
+                        "net.ipv4.fib_multipath_hash_policy=1"});
     for (int m = 1; m <= 3; ++m) {
       const std::string host = "m" + std::to_string(m);
       fabric_.add_host(host);
       fabric_.plug(host, "eth0", "back", master_address(m) + "/24");
-      masters_.push_back(start_master(fabric_, host, master_address(m), "master-" + std::to_string(m)));
+      masters_.push_back(
+          start_master(fabric_, host, master_address(m), "master-" + std::to_string(m)));
     }
-    const std::string targets = master_address(1) + ", " + master_address(2) + ", " + master_address(3);
-    config_ = dir_.write("apiserver-lb.yaml", balancer_config({master_address(1), master_address(2), master_address(3)}));
+    const std::string targets =
+        master_address(1) + ", " + master_address(2) + ", " + master_address(3);
+    config_ =
+        dir_.write("apiserver-lb.yaml",
+                   balancer_config({master_address(1), master_address(2), master_address(3)}));
 
     std::string peers;
     for (int n = 1; n <= kBalancers; ++n) {
@@ -439,19 +473,23 @@ class BgpSite : public Site {
       fabric_.ip_in(host, {"route", "add", "default", "via", std::string(kFront) + "1"});
       // The service address is local on every balancer host, announced or not.
       fabric_.ip_in(host, {"addr", "add", std::string(kService) + "/32", "dev", "lo"});
-      peers += "protocol bgp " + host + " from apilb_balancer { neighbor " + front_address(n) + " as BALANCER_AS; }\n";
+      peers += "protocol bgp " + host + " from apilb_balancer { neighbor " + front_address(n) +
+               " as BALANCER_AS; }\n";
     }
     const fs::path router_conf = dir_.write(
-        "router.conf", quick_retry(render_bird(fs::path(APILB_SOURCE_DIR) / "packaging/bgp/router-bird.conf.example",
-                                   {{"ROUTER_ID", std::string(kFront) + "1"}, {"SERVICE", std::string(kService) + "/32"}},
-                                   "protocol bgp lb", peers)));
+        "router.conf",
+        quick_retry(render_bird(
+            fs::path(APILB_SOURCE_DIR) / "packaging/bgp/router-bird.conf.example",
+            {{"ROUTER_ID", std::string(kFront) + "1"}, {"SERVICE", std::string(kService) + "/32"}},
+            "protocol bgp lb", peers)));
     router_ = start_bird("rt", router_conf);
     for (int n = 1; n <= kBalancers; ++n) {
       const std::string host = host_of(n);
       bird_confs_[host] = dir_.write(
           host + ".bird.conf",
           quick_retry(render_bird(fs::path(APILB_SOURCE_DIR) / "packaging/bgp/bird.conf.template",
-                                  {{"ROUTER_ID", front_address(n)}, {"SERVICE", std::string(kService) + "/32"},
+                                  {{"ROUTER_ID", front_address(n)},
+                                   {"SERVICE", std::string(kService) + "/32"},
                                    {"PEER1", std::string(kFront) + "1"}})));
       birds_[host] = start_bird(host, bird_confs_.at(host));
       balancers_[host] = start_balancer(fabric_, host, config_);
@@ -459,11 +497,14 @@ class BgpSite : public Site {
     }
     targets_ = targets;
     if (!wait_until([&] { return in_service(); }, 30s, 20ms))
-      throw std::runtime_error("the router has no route over every balancer host after 30s:\n" + routes() + logs());
+      throw std::runtime_error("the router has no route over every balancer host after 30s:\n" +
+                               routes() + logs());
   }
 
   std::string name() const override { return "BGP ECMP (3 hosts)"; }
-  tcp::endpoint service() const override { return {boost::asio::ip::make_address_v4(std::string(kService)), kPort}; }
+  tcp::endpoint service() const override {
+    return {boost::asio::ip::make_address_v4(std::string(kService)), kPort};
+  }
   std::string client_ns() const override { return fabric_.ns("client"); }
   std::vector<std::string> balancers() const override {
     std::vector<std::string> hosts;
@@ -476,7 +517,8 @@ class BgpSite : public Site {
   // The router's kernel route to the service address (what forwarding uses).
   std::string routes() const {
     return run_command({fabric_.ip_program().string(), "-n", fabric_.ns("rt"), "route", "show",
-                        std::string(kService) + "/32"}).output;
+                        std::string(kService) + "/32"})
+        .output;
   }
   bool announced(const std::string& host) const {
     return routes().find("via " + front_address(number_of(host)) + " ") != std::string::npos;
@@ -500,7 +542,9 @@ class BgpSite : public Site {
         // apiserver-lb gets SIGTERM and drains.
         gates_.at(host)->send_signal(SIGTERM);
         const auto gate_exit = gates_.at(host)->wait_exit(10s);
-        if (gate_exit != 0) throw std::runtime_error("the gate on " + host + " did not leave cleanly:\n" + gates_.at(host)->log());
+        if (gate_exit != 0)
+          throw std::runtime_error("the gate on " + host + " did not leave cleanly:\n" +
+                                   gates_.at(host)->log());
         withdrawn_before_drain_ = withdrawn(host);
         balancers_.at(host)->send_signal(SIGTERM);
         leave_exit_ = balancers_.at(host)->wait_exit(10s);
@@ -540,10 +584,12 @@ class BgpSite : public Site {
 
   // apiserver-lb's /status on `host`: the sum of every target's connections_total.
   long connections_total(const std::string& host) {
-    const auto reply = in_namespace(fabric_.ns(host), [] { return http_get(loopback(kAdminPort), "/status", 2s); });
+    const auto reply = in_namespace(fabric_.ns(host),
+                                    [] { return http_get(loopback(kAdminPort), "/status", 2s); });
     static const std::regex total("\"connections_total\":([0-9]+)");
     long sum = 0;
-    for (auto it = std::sregex_iterator(reply.body.begin(), reply.body.end(), total); it != std::sregex_iterator(); ++it)
+    for (auto it = std::sregex_iterator(reply.body.begin(), reply.body.end(), total);
+         it != std::sregex_iterator(); ++it)
       sum += std::stol((*it)[1]);
     return sum;
   }
@@ -567,16 +613,17 @@ class BgpSite : public Site {
 
   std::unique_ptr<ChildProcess> start_bird(const std::string& host, const fs::path& conf) {
     const fs::path socket = dir_ / (host + ".ctl");
-    auto p = fabric_.spawn(host, {find_program("bird").string(), "-f", "-c", conf.string(), "-s", socket.string(),
-                                  "-P", (dir_ / (host + ".pid")).string()});
+    auto p = fabric_.spawn(host, {find_program("bird").string(), "-f", "-c", conf.string(), "-s",
+                                  socket.string(), "-P", (dir_ / (host + ".pid")).string()});
     if (!wait_until([&] { return fs::exists(socket) || !p->running(); }, 10s) || !p->running())
       throw std::runtime_error("BIRD on " + host + " did not start:\n" + p->log());
     return p;
   }
   void start_gate(const std::string& host) {
-    gates_[host] = fabric_.spawn(host, {find_program("python3").string(), "-u",
-                                        (fs::path(APILB_SOURCE_DIR) / "packaging/bgp/apiserver-lb-bgp-gate").string(),
-                                        "--admin", "127.0.0.1:" + std::to_string(kAdminPort), "--leave-delay", "1s"});
+    gates_[host] = fabric_.spawn(
+        host, {find_program("python3").string(), "-u",
+               (fs::path(APILB_SOURCE_DIR) / "packaging/bgp/apiserver-lb-bgp-gate").string(),
+               "--admin", "127.0.0.1:" + std::to_string(kAdminPort), "--leave-delay", "1s"});
     if (!gates_[host]->wait_for_log(" watching ", 10s))
       throw std::runtime_error("the gate on " + host + " did not start:\n" + gates_[host]->log());
   }
@@ -596,13 +643,15 @@ class BgpSite : public Site {
   std::string leave_log_;
 };
 
-// ---- The keepalived pair (as keepalived_test.cpp sets it up) -------------------------------------
+// ---- The keepalived pair (as keepalived_test.cpp sets it up)
+// -------------------------------------
 
 class KeepalivedSite : public Site {
  public:
   KeepalivedSite() {
     const passwd* nobody = ::getpwnam("nobody");
-    if (nobody == nullptr) throw std::runtime_error("no user `nobody` to run keepalived's scripts as");
+    if (nobody == nullptr)
+      throw std::runtime_error("no user `nobody` to run keepalived's scripts as");
     nobody_uid_ = nobody->pw_uid;
     nobody_gid_ = nobody->pw_gid;
     fabric_.add_bridge("br0");
@@ -612,16 +661,22 @@ class KeepalivedSite : public Site {
     };
     for (int m = 1; m <= 3; ++m) {
       add("m" + std::to_string(m), 20 + m);
-      masters_.push_back(start_master(fabric_, "m" + std::to_string(m), master_address(m), "master-" + std::to_string(m)));
+      masters_.push_back(start_master(fabric_, "m" + std::to_string(m), master_address(m),
+                                      "master-" + std::to_string(m)));
     }
     add("client", 100);
-    config_ = dir_.write("apiserver-lb.yaml", balancer_config({master_address(1), master_address(2), master_address(3)}));
+    config_ =
+        dir_.write("apiserver-lb.yaml",
+                   balancer_config({master_address(1), master_address(2), master_address(3)}));
     // keepalived refuses scripts a non-root user could modify and runs them as nobody.
-    fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                     fs::perms::others_read | fs::perms::others_exec);
-    fs::copy_file(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived-notify", dir_ / "keepalived-notify");
-    fs::permissions(dir_ / "keepalived-notify", fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                                    fs::perms::others_read | fs::perms::others_exec);
+    fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read |
+                                     fs::perms::group_exec | fs::perms::others_read |
+                                     fs::perms::others_exec);
+    fs::copy_file(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived-notify",
+                  dir_ / "keepalived-notify");
+    fs::permissions(dir_ / "keepalived-notify", fs::perms::owner_all | fs::perms::group_read |
+                                                    fs::perms::group_exec | fs::perms::others_read |
+                                                    fs::perms::others_exec);
     for (const char* host : {"lb1", "lb2"}) {
       add(host, host == std::string("lb1") ? 11 : 12);
       balancers_[host] = start_balancer(fabric_, host, config_);
@@ -630,13 +685,17 @@ class KeepalivedSite : public Site {
     // 3 advertisement intervals and the skew, unless a loaded machine delays the election.
     if (!wait_until([&] { return in_service(); }, 40s, 20ms)) {
       for (const auto& [host, k] : keepalived_)
-        if (!k->running()) throw std::runtime_error("keepalived on " + host + " exited at start:\n" + tail(k->log()));
+        if (!k->running())
+          throw std::runtime_error("keepalived on " + host + " exited at start:\n" +
+                                   tail(k->log()));
       throw std::runtime_error("no VRRP master with a backup within 40s:\n" + logs());
     }
   }
 
   std::string name() const override { return "keepalived pair"; }
-  tcp::endpoint service() const override { return {boost::asio::ip::make_address_v4(std::string(kVip)), kPort}; }
+  tcp::endpoint service() const override {
+    return {boost::asio::ip::make_address_v4(std::string(kVip)), kPort};
+  }
   std::string client_ns() const override { return fabric_.ns("client"); }
   std::vector<std::string> balancers() const override { return {"lb1", "lb2"}; }
   Fabric& fabric() override { return fabric_; }
@@ -644,7 +703,8 @@ class KeepalivedSite : public Site {
   static std::string peer_of(const std::string& host) { return host == "lb1" ? "lb2" : "lb1"; }
 
   bool holds_vip(const std::string& host) const {
-    const auto r = run_command({fabric_.ip_program().string(), "-n", fabric_.ns(host), "-o", "-4", "addr", "show", "dev", "eth0"});
+    const auto r = run_command({fabric_.ip_program().string(), "-n", fabric_.ns(host), "-o", "-4",
+                                "addr", "show", "dev", "eth0"});
     return r.output.find("inet " + std::string(kVip) + "/") != std::string::npos;
   }
   std::string state_of(const std::string& host) const {
@@ -656,7 +716,9 @@ class KeepalivedSite : public Site {
     const std::string holder = holds_vip("lb1") ? "lb1" : "lb2";
     return one && state_of(holder) == "MASTER" && state_of(peer_of(holder)) == "BACKUP";
   }
-  bool withdrawn(const std::string& host) override { return !holds_vip(host) && holds_vip(peer_of(host)); }
+  bool withdrawn(const std::string& host) override {
+    return !holds_vip(host) && holds_vip(peer_of(host));
+  }
 
   void hit(Event e, const std::string& host) override {
     switch (e) {
@@ -673,7 +735,8 @@ class KeepalivedSite : public Site {
         balancers_.at(host)->wait_exit(10s);
         break;
       case Event::targets_down:
-        cut_targets(fabric_, host, master_address(1) + ", " + master_address(2) + ", " + master_address(3));
+        cut_targets(fabric_, host,
+                    master_address(1) + ", " + master_address(2) + ", " + master_address(3));
         break;
       case Event::stopped_alone:  // `systemctl stop apiserver-lb` with the shipped units
         balancers_.at(host)->send_signal(SIGTERM);
@@ -700,12 +763,15 @@ class KeepalivedSite : public Site {
   }
   std::string logs() override {
     std::string text;
-    for (const auto& [host, k] : keepalived_) text += "--- keepalived on " + host + ":\n" + tail(k->log(), 10);
+    for (const auto& [host, k] : keepalived_)
+      text += "--- keepalived on " + host + ":\n" + tail(k->log(), 10);
     return text;
   }
 
  private:
-  static std::string master_address(int m) { return std::string(kSegment) + std::to_string(20 + m); }
+  static std::string master_address(int m) {
+    return std::string(kSegment) + std::to_string(20 + m);
+  }
 
   // keepalived.conf from the shipped template: only its definitions ($NAME=...) are replaced.
   std::string render(const std::string& host) const {
@@ -714,16 +780,19 @@ class KeepalivedSite : public Site {
         {"INTERFACE", "eth0"},
         {"ROUTER_ID", "52"},
         {"PRIORITY", host == "lb1" ? "110" : "100"},
-        {"NOTIFY", "\"" + (dir_ / "keepalived-notify").string() + " " + (dir_ / (host + ".state")).string() + "\""},
+        {"NOTIFY", "\"" + (dir_ / "keepalived-notify").string() + " " +
+                       (dir_ / (host + ".state")).string() + "\""},
         {"SCRIPT_USER", "nobody"},
     };
-    std::istringstream in(read_text(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived.conf.template"));
+    std::istringstream in(
+        read_text(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived.conf.template"));
     std::string out;
     for (std::string line; std::getline(in, line);) {
       const auto eq = line.find('=');
       if (line.starts_with('$') && eq != std::string::npos) {
         const std::string name = line.substr(1, eq - 1);
-        if (const auto it = values.find(name); it != values.end()) line = "$" + name + "=" + it->second;
+        if (const auto it = values.find(name); it != values.end())
+          line = "$" + name + "=" + it->second;
       }
       out += line + "\n";
     }
@@ -732,12 +801,14 @@ class KeepalivedSite : public Site {
   void start_keepalived(const std::string& host) {
     const fs::path state = dir_ / (host + ".state");
     std::ofstream{state};
-    if (::chown(state.c_str(), nobody_uid_, nobody_gid_) != 0) throw std::system_error(errno, std::generic_category(), "chown");
+    if (::chown(state.c_str(), nobody_uid_, nobody_gid_) != 0)
+      throw std::system_error(errno, std::generic_category(), "chown");
     const fs::path conf = dir_.write(host + ".keepalived.conf", render(host));
-    keepalived_[host] = fabric_.spawn(host, {find_program("keepalived").string(), "--dont-fork", "--log-console",
-                                             "--log-detail", "--no-syslog", "--vrrp", "--use-file", conf.string(),
-                                             "--pid", (dir_ / (host + ".pid")).string(), "--vrrp_pid",
-                                             (dir_ / (host + ".vrrp.pid")).string()});
+    keepalived_[host] =
+        fabric_.spawn(host, {find_program("keepalived").string(), "--dont-fork", "--log-console",
+                             "--log-detail", "--no-syslog", "--vrrp", "--use-file", conf.string(),
+                             "--pid", (dir_ / (host + ".pid")).string(), "--vrrp_pid",
+                             (dir_ / (host + ".vrrp.pid")).string()});
   }
 
   TempDir dir_;
@@ -784,13 +855,15 @@ std::vector<std::unique_ptr<Load>> start_load(const std::string& ns, const tcp::
   return loads;
 }
 
-std::vector<Load::Result> results_of(std::vector<std::unique_ptr<Load>>& loads, steady_clock::time_point after = {}) {
+std::vector<Load::Result> results_of(std::vector<std::unique_ptr<Load>>& loads,
+                                     steady_clock::time_point after = {}) {
   std::vector<Load::Result> all;
   for (auto& load : loads) {
     auto some = load->since(after);
     all.insert(all.end(), some.begin(), some.end());
   }
-  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.started < b.started; });
+  std::sort(all.begin(), all.end(),
+            [](const auto& a, const auto& b) { return a.started < b.started; });
   return all;
 }
 
@@ -803,11 +876,11 @@ struct Outcome {
   std::size_t failed = 0;
   std::size_t refused = 0;                  // of `failed`: SYN reset
   std::size_t failed_after_withdrawal = 0;  // started after the withdrawal (or VIP move) was seen
-  double recovered_s = 0;                   // first answer to a request started after the last failure
-  std::optional<double> withdrawn_s;        // the route gone (BGP) / the VIP on the peer
-  std::string failures;                     // when they started, relative to the event
+  double recovered_s = 0;             // first answer to a request started after the last failure
+  std::optional<double> withdrawn_s;  // the route gone (BGP) / the VIP on the peer
+  std::string failures;               // when they started, relative to the event
   // From the heal to the end:
-  std::optional<double> returned_s;         // back in service, after the heal started
+  std::optional<double> returned_s;  // back in service, after the heal started
   std::size_t return_attempts = 0;
   std::size_t return_failed = 0;
   std::size_t return_refused = 0;
@@ -829,7 +902,9 @@ Outcome run_event(Site& site, Event event) {
   std::vector<std::unique_ptr<KeptConnection>> streams;
   std::vector<std::string> carriers;
   for (int i = 0; i < kStreams; ++i) {
-    streams.push_back(in_namespace(site.client_ns(), [ep = site.service()] { return std::make_unique<KeptConnection>(ep, 2s); }));
+    streams.push_back(in_namespace(site.client_ns(), [ep = site.service()] {
+      return std::make_unique<KeptConnection>(ep, 2s);
+    }));
     if (streams.back()->who(2s).empty()) throw std::runtime_error("a stream got no first answer");
     carriers.push_back(site.carrier(streams.back()->local_port()));
   }
@@ -846,9 +921,11 @@ Outcome run_event(Site& site, Event event) {
   // The event runs on a thread of its own (a graceful leave takes its time: the gate's leave
   // delay, then the drain), while this one watches for the withdrawal.
   const auto t0 = steady_clock::now();
-  auto hitting = std::async(std::launch::async, [&site, event, victim = o.victim] { site.hit(event, victim); });
+  auto hitting = std::async(std::launch::async,
+                            [&site, event, victim = o.victim] { site.hit(event, victim); });
   std::optional<steady_clock::time_point> withdrawn_at;
-  if (wait_until([&] { return site.withdrawn(o.victim); }, event == Event::targets_down ? kOutage : 10s, 5ms))
+  if (wait_until([&] { return site.withdrawn(o.victim); },
+                 event == Event::targets_down ? kOutage : 10s, 5ms))
     withdrawn_at = steady_clock::now();
   if (withdrawn_at) o.withdrawn_s = seconds(*withdrawn_at - t0);
   if (event == Event::targets_down) {
@@ -871,16 +948,18 @@ Outcome run_event(Site& site, Event event) {
   const auto check_streams = [&] {  // all at once: a stalled stream takes its whole deadline
     std::vector<std::future<bool>> alive;
     for (std::size_t i = 0; i < streams.size(); ++i)
-      alive.push_back(std::async(std::launch::async, [&stream = *streams[i], was = bool(broken[i])] {
-        return !was && !stream.who(1s).empty();
-      }));
+      alive.push_back(
+          std::async(std::launch::async, [&stream = *streams[i], was = bool(broken[i])] {
+            return !was && !stream.who(1s).empty();
+          }));
     for (std::size_t i = 0; i < streams.size(); ++i) broken[i] = !alive[i].get();
   };
   check_streams();
 
   const auto healed = steady_clock::now();
   site.heal(event, o.victim);
-  if (wait_until([&] { return site.in_service(); }, 20s, 10ms)) o.returned_s = seconds(steady_clock::now() - healed);
+  if (wait_until([&] { return site.in_service(); }, 20s, 10ms))
+    o.returned_s = seconds(steady_clock::now() - healed);
   // Traffic after the return, then the streams again: a returning next hop may take flows over.
   const std::size_t before = answered();
   wait_until([&] { return answered() >= before + 100; }, 10s);
@@ -937,13 +1016,16 @@ std::string fmt_seconds(const std::optional<double>& s) {
 std::string describe(const Outcome& o) {
   char text[512];
   std::snprintf(text, sizeof text,
-                "%s, %s on %s: %zu of %zu new connections failed (%zu refused, %zu started after the withdrawal), "
-                "clients recovered after %.2f s, withdrawn after %s; back in service %s after the heal, %zu of %zu "
+                "%s, %s on %s: %zu of %zu new connections failed (%zu refused, %zu started after "
+                "the withdrawal), "
+                "clients recovered after %.2f s, withdrawn after %s; back in service %s after the "
+                "heal, %zu of %zu "
                 "failed then; streams broken: %d of %d through %s, %d of %d through the others",
-                o.site.c_str(), to_string(o.event).c_str(), o.victim.c_str(), o.failed, o.attempts, o.refused,
-                o.failed_after_withdrawal, o.recovered_s, fmt_seconds(o.withdrawn_s).c_str(),
-                fmt_seconds(o.returned_s).c_str(), o.return_failed, o.return_attempts, o.victim_broken,
-                o.victim_streams, o.victim.c_str(), o.other_broken, o.other_streams);
+                o.site.c_str(), to_string(o.event).c_str(), o.victim.c_str(), o.failed, o.attempts,
+                o.refused, o.failed_after_withdrawal, o.recovered_s,
+                fmt_seconds(o.withdrawn_s).c_str(), fmt_seconds(o.returned_s).c_str(),
+                o.return_failed, o.return_attempts, o.victim_broken, o.victim_streams,
+                o.victim.c_str(), o.other_broken, o.other_streams);
   return text + (o.failures.empty() ? "" : "\n             failures:" + o.failures);
 }
 
@@ -952,9 +1034,12 @@ std::string bgp_unavailable() {
   if (::geteuid() != 0) return "needs root: it creates network namespaces, bridges and veth pairs";
   if (find_program("bird").empty() || find_program("birdc").empty())
     return "BIRD 2 is not installed (scripts/install-deps.sh installs it: apt-get install bird2)";
-  if (find_program("python3").empty()) return "python3 is not installed (the health gate is a python3 script)";
-  if (find_program("nft").empty()) return "nft is not installed (nftables: the tests cut a balancer's targets with it)";
-  if (find_program("ss").empty() || find_program("sysctl").empty()) return "ss (iproute2) or sysctl (procps) is missing";
+  if (find_program("python3").empty())
+    return "python3 is not installed (the health gate is a python3 script)";
+  if (find_program("nft").empty())
+    return "nft is not installed (nftables: the tests cut a balancer's targets with it)";
+  if (find_program("ss").empty() || find_program("sysctl").empty())
+    return "ss (iproute2) or sysctl (procps) is missing";
   if (find_program("curl").empty()) return "curl is not installed";
   return "";
 }
@@ -997,10 +1082,12 @@ TEST_F(BgpEcmp, NewConnectionsSpreadOverEveryLiveBalancer) {
 TEST_F(BgpEcmp, ACrashedBalancerIsWithdrawnWithinASecondAndNewConnectionsAfterItAllSucceed) {
   const Outcome o = run_event(*site_, Event::crash);
   std::printf("[ crash    ] %s\n", describe(o).c_str());
-  ASSERT_TRUE(o.withdrawn_s) << "the route over " << o.victim << " stayed\n" << site_->routes() << site_->logs();
+  ASSERT_TRUE(o.withdrawn_s) << "the route over " << o.victim << " stayed\n"
+                             << site_->routes() << site_->logs();
   EXPECT_LT(*o.withdrawn_s, seconds(kWithdrawBound)) << site_->logs();
   EXPECT_EQ(o.failed_after_withdrawal, 0U) << describe(o);
-  EXPECT_TRUE(o.returned_s) << "the route did not come back after the balancer restarted\n" << site_->logs();
+  EXPECT_TRUE(o.returned_s) << "the route did not come back after the balancer restarted\n"
+                            << site_->logs();
   // Announced again only once healthy: nothing refused on the way back.
   EXPECT_EQ(o.return_refused, 0U) << describe(o);
 }
@@ -1015,7 +1102,8 @@ TEST_F(BgpEcmp, AGracefulLeaveWithdrawsFirstThenDrainsAndLosesNoNewConnection) {
   // can still be reset: stateless ECMP moves it; describe() lists those.)
   EXPECT_EQ(o.refused, 0U) << describe(o);
   EXPECT_EQ(o.failed_after_withdrawal, 0U) << describe(o);
-  EXPECT_TRUE(site_->withdrawn_before_drain()) << "apiserver-lb got SIGTERM while the router still had its route";
+  EXPECT_TRUE(site_->withdrawn_before_drain())
+      << "apiserver-lb got SIGTERM while the router still had its route";
   EXPECT_EQ(site_->leave_exit(), 0) << "apiserver-lb did not drain and exit 0 after the gate left";
   EXPECT_NE(site_->leave_log().find("SIGTERM: draining"), std::string::npos) << site_->leave_log();
   EXPECT_TRUE(o.returned_s) << site_->logs();
@@ -1028,9 +1116,13 @@ TEST_F(BgpEcmp, ABalancerWhoseEveryTargetIsDownIsWithdrawnAndComesBackAfterRecov
   ASSERT_TRUE(o.withdrawn_s) << site_->logs();
   EXPECT_LT(*o.withdrawn_s, seconds(kTargetsDownBound)) << site_->logs();
   EXPECT_EQ(o.failed_after_withdrawal, 0U) << describe(o);
-  EXPECT_NE(site_->gate("lb1").log().find("withdrawing: /readyz 503: panic mode: no target is healthy", from), std::string::npos)
-      << "the gate did not say why it withdrew:\n" << site_->gate("lb1").log();
-  EXPECT_TRUE(o.returned_s) << "the route did not come back after the targets recovered\n" << site_->logs();
+  EXPECT_NE(site_->gate("lb1").log().find(
+                "withdrawing: /readyz 503: panic mode: no target is healthy", from),
+            std::string::npos)
+      << "the gate did not say why it withdrew:\n"
+      << site_->gate("lb1").log();
+  EXPECT_TRUE(o.returned_s) << "the route did not come back after the targets recovered\n"
+                            << site_->logs();
 }
 
 TEST_F(BgpEcmp, ABalancerStoppedWithoutItsGateIsWithdrawnAsSoonAsItStopsAccepting) {
@@ -1040,9 +1132,11 @@ TEST_F(BgpEcmp, ABalancerStoppedWithoutItsGateIsWithdrawnAsSoonAsItStopsAcceptin
   const Outcome o = run_event(*site_, Event::stopped_alone);
   std::printf("[ alone    ] %s\n", describe(o).c_str());
   ASSERT_TRUE(o.withdrawn_s) << site_->logs();
-  EXPECT_LT(*o.withdrawn_s, seconds(kWithdrawBound)) << "withdrawn only when the drain ended?\n" << site_->logs();
+  EXPECT_LT(*o.withdrawn_s, seconds(kWithdrawBound)) << "withdrawn only when the drain ended?\n"
+                                                     << site_->logs();
   EXPECT_EQ(o.failed_after_withdrawal, 0U) << describe(o);
-  EXPECT_NE(site_->gate("lb1").log().find("withdrawing: /readyz 503: not listening"), std::string::npos)
+  EXPECT_NE(site_->gate("lb1").log().find("withdrawing: /readyz 503: not listening"),
+            std::string::npos)
       << site_->gate("lb1").log();
 }
 
@@ -1054,10 +1148,12 @@ TEST_F(BgpEcmp, StoppingEveryGateWithdrawsTheServiceAddress) {
 }
 
 // The same three events, the same load, both setups, in one run: the table in packaging/README.md.
-TEST(BgpVersusKeepalived, FailedNewConnectionsAndRecoveryForACrashAGracefulLeaveAndEveryTargetDown) {
+TEST(BgpVersusKeepalived,
+     FailedNewConnectionsAndRecoveryForACrashAGracefulLeaveAndEveryTargetDown) {
   if (const std::string why = bgp_unavailable(); !why.empty()) GTEST_SKIP() << why;
   if (find_program("keepalived").empty())
-    GTEST_SKIP() << "keepalived is not installed (scripts/install-deps.sh installs it): no pair to compare with";
+    GTEST_SKIP() << "keepalived is not installed (scripts/install-deps.sh installs it): no pair to "
+                    "compare with";
   std::optional<BgpSite> bgp;
   std::optional<KeepalivedSite> vrrp;
   try {
@@ -1067,23 +1163,30 @@ TEST(BgpVersusKeepalived, FailedNewConnectionsAndRecoveryForACrashAGracefulLeave
     GTEST_SKIP() << "cannot run both setups here: " << e.what();
   }
   std::vector<Outcome> outcomes;
-  for (const Event e : {Event::crash, Event::graceful_leave, Event::targets_down, Event::stopped_alone}) {
+  for (const Event e :
+       {Event::crash, Event::graceful_leave, Event::targets_down, Event::stopped_alone}) {
     for (Site* site : std::initializer_list<Site*>{&*bgp, &*vrrp}) {
       outcomes.push_back(run_event(*site, e));
       std::printf("[ compare  ] %s\n", describe(outcomes.back()).c_str());
     }
   }
-  std::printf("\n| Event | Setup | Failed new connections (refused) | Clients recovered after | Withdrawn / VIP moved "
-              "after | Failed on the return | Streams broken: the host's, the others' |\n"
-              "| --- | --- | --- | --- | --- | --- | --- |\n");
+  std::printf(
+      "\n| Event | Setup | Failed new connections (refused) | Clients recovered after | Withdrawn "
+      "/ VIP moved "
+      "after | Failed on the return | Streams broken: the host's, the others' |\n"
+      "| --- | --- | --- | --- | --- | --- | --- |\n");
   for (const auto& o : outcomes) {
     std::printf("| %s | %s | %zu of %zu (%zu) | %.2f s | %s | %zu of %zu | %d of %d, %d of %d |\n",
-                to_string(o.event).c_str(), o.site.c_str(), o.failed, o.attempts, o.refused, o.recovered_s,
-                fmt_seconds(o.withdrawn_s).c_str(), o.return_failed, o.return_attempts, o.victim_broken,
-                o.victim_streams, o.other_broken, o.other_streams);
+                to_string(o.event).c_str(), o.site.c_str(), o.failed, o.attempts, o.refused,
+                o.recovered_s, fmt_seconds(o.withdrawn_s).c_str(), o.return_failed,
+                o.return_attempts, o.victim_broken, o.victim_streams, o.other_broken,
+                o.other_streams);
   }
-  std::printf("(load: %d clients, each starting a new connection every %lld ms; %d long-lived streams opened before "
-              "each event)\n\n", kLoadThreads, static_cast<long long>(kPace.count()), kStreams);
+  std::printf(
+      "(load: %d clients, each starting a new connection every %lld ms; %d long-lived streams "
+      "opened before "
+      "each event)\n\n",
+      kLoadThreads, static_cast<long long>(kPace.count()), kStreams);
   // BGP: nothing started after the withdrawal fails, and a graceful leave refuses nothing.
   for (const auto& o : outcomes) {
     if (o.site != bgp->name()) continue;
