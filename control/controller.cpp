@@ -76,6 +76,7 @@ struct Controller::Impl {
   std::optional<asio::io_context> io{std::in_place, 1};
   lb::ForwarderShared shared;
   std::vector<std::unique_ptr<Forwarder>> workers;
+  bool draining = false;  // SIGTERM: the acceptors are closed; /readyz says "not listening"
   std::vector<std::jthread> threads;
   std::unique_ptr<healthcheck::Supervisor> supervisor;
   std::unique_ptr<AdminServer> admin;
@@ -93,7 +94,7 @@ AdminView Controller::Impl::admin_view() const {
   AdminView v;
   for (const auto& [configured, bound] : listeners) v.listeners.push_back(to_string(bound));
   v.balance = config.balance;
-  v.listening = !workers.empty();
+  v.listening = !workers.empty() && !draining;
   v.panic = supervisor->panic();
   v.targets = supervisor->status();
   v.connections = shared.connections.load(std::memory_order_relaxed);
@@ -329,6 +330,7 @@ awaitable<void> Controller::Impl::handle_signals() {
 // Stop accepting, let live connections finish up to drain_timeout, then close what is left.
 awaitable<void> Controller::Impl::drain() {
   for (auto& w : workers) w->stop_accepting();
+  draining = true;
   const auto deadline = std::chrono::steady_clock::now() + config.drain_timeout;
   asio::steady_timer timer(*io);
   while (shared.connections.load() > 0 && std::chrono::steady_clock::now() < deadline) {

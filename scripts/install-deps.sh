@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
   openssl curl iproute2 procps nftables
   dpkg-dev file systemd keepalived python3-yaml   # packaging tests: cpack DEB, unit, VRRP, manifest
+  bird2 python3                                    # BGP ECMP: tests/e2e/bgp_test.cpp, packaging/bgp
   clang libclang-rt-14-dev                         # fuzzers: tests/fuzz/run.sh
 )
 if [[ "${1:-}" == "--bench" ]]; then

@@ -62,12 +62,16 @@ test_deb() {
   expect "$contents" "-rwxr-xr-x root/root" "binary mode"
   for path in ./usr/bin/apiserver-lb ./lib/systemd/system/apiserver-lb.service ./etc/apiserver-lb/config.yaml \
               ./usr/lib/apiserver-lb/keepalived-notify ./usr/share/apiserver-lb/keepalived/keepalived.conf.template \
-              ./usr/share/apiserver-lb/kubernetes/apiserver-lb-static-pod.yaml ./usr/share/doc/apiserver-lb/README.md; do
+              ./usr/share/apiserver-lb/kubernetes/apiserver-lb-static-pod.yaml ./usr/share/doc/apiserver-lb/README.md \
+              ./usr/lib/apiserver-lb/apiserver-lb-bgp-gate ./lib/systemd/system/apiserver-lb-bgp-gate.service \
+              ./usr/share/apiserver-lb/bgp/bird.conf.template ./usr/share/apiserver-lb/bgp/router-bird.conf.example; do
     expect "$contents" " $path" "package contents"
   done
   grep -E ' \./usr/bin/apiserver-lb$' <<<"$contents" | grep -q '^-rwxr-xr-x root/root' || fail "binary not 0755 root"
   grep -E ' \./usr/lib/apiserver-lb/keepalived-notify$' <<<"$contents" | grep -q '^-rwxr-xr-x' \
     || fail "notify hook not executable"
+  grep -E ' \./usr/lib/apiserver-lb/apiserver-lb-bgp-gate$' <<<"$contents" | grep -q '^-rwxr-xr-x' \
+    || fail "BGP gate not executable"
   if grep -E ' \./(home|tmp|usr/local|root)/' <<<"$contents"; then fail "files outside the package's paths"; fi
 
   # The packaged binary runs, and the files match the sources.
