@@ -2,7 +2,7 @@
 // needs no file at run time and the page nothing from the network (it works air-gapped). The
 // script polls /status (every 2 s; `/?refresh=0.5` for faster), rebuilds the page from it with
 // textContent only (target names and check reasons are never parsed as HTML), and computes the
-// per-second rates from two successive polls.
+// per-second rates from two successive polls (timed by the server's clock).
 #include "admin/status_page.hpp"
 
 namespace apilb::admin {
@@ -29,9 +29,9 @@ header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 6px 14px; p
 .unknown { background: var(--muted); } .panic { background: var(--panic); }
 .muted { color: var(--muted); }
 .stale { color: var(--down); font-weight: 600; }
-dl.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); gap: 4px 16px; margin: 10px 0; }
+dl.facts { display: grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: 4px 16px; margin: 10px 0; }
 dl.facts div { background: var(--bg); border-radius: 6px; padding: 6px 10px; }
-dl.facts dt { font-size: .8rem; color: var(--muted); } dl.facts dd { margin: 0; font-weight: 600; overflow-wrap: anywhere; }
+dl.facts dt { font-size: .8rem; color: var(--muted); } dl.facts dd { margin: 0; font-weight: 600; overflow-wrap: break-word; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: .8rem; color: var(--muted); font-weight: 600; white-space: nowrap; }
@@ -167,7 +167,8 @@ async function poll() {
   try {
     const reply = await fetch("status", {cache: "no-store"});
     if (!reply.ok) throw new Error("HTTP " + reply.status);
-    render(await reply.json(), Date.now());
+    const s = await reply.json();
+    render(s, s.now_ms || Date.now());  // the server's clock: rates are not skewed by a slow fetch
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   } catch (e) {
     const updated = document.getElementById("updated");
