@@ -36,6 +36,7 @@ json::object config_json(const config::Config& c) {
   o["health"] = json::object{
       {"mode", std::string(config::to_string(c.health.mode))},
       {"interval", duration(c.health.interval)},
+      {"down_interval", duration(c.health.settled_down_interval())},
       {"timeout", duration(c.health.timeout)},
       {"rise", c.health.rise},
       {"fall", c.health.fall},
