@@ -1,5 +1,7 @@
 #include "admin/render.hpp"
 
+#include "admin/status_page.hpp"
+
 // Boost.JSON header-only: its implementation is compiled here, in this one translation unit.
 #include <boost/json/src.hpp>
 #include <prometheus/metric_family.h>
@@ -169,6 +171,9 @@ const std::vector<Family<Inputs>>& view_families() {
       {"apiserver_lb_config_reloads_total", "Configuration reloads (SIGHUP), by result.", C,
        {{{{"result", "success"}}, [](const I& i) { return double(i.view.reloads_succeeded); }},
         {{{"result", "failure"}}, [](const I& i) { return double(i.view.reloads_failed); }}}},
+      {"apiserver_lb_config_last_reload_successful",
+       "0 when the last reload (SIGHUP) was refused: the file on disk is not in force.", G,
+       {{{}, [](const I& i) { return i.view.last_reload_ok ? 1.0 : 0.0; }}}},
       {"apiserver_lb_target_feed_errors_total", "targets_file updates refused (invalid or emptying).", C,
        {{{}, [](const I& i) { return double(i.view.feed_errors); }}}},
       {"apiserver_lb_client_connections_active", "Client connections currently open.", G,
@@ -240,6 +245,24 @@ std::string render_status_json(const AdminView& view) {
   doc["panic_mode"] = view.panic;
   doc["connections_active"] = view.connections;
   doc["started"] = rfc3339(view.started);
+  // Ages are computed here, on one clock: a browser's clock may be off by minutes.
+  const auto now = std::chrono::system_clock::now();
+  const auto age = [now](std::chrono::system_clock::time_point t) {
+    return std::chrono::duration<double>(now - t).count();
+  };
+  doc["now"] = rfc3339(now);
+  doc["now_ms"] = std::chrono::duration<double, std::milli>(now.time_since_epoch()).count();  // for rates
+  doc["connections_rejected"] = view.rejected;
+  doc["connections_failed"] = view.failed;
+  doc["feed_errors"] = view.feed_errors;
+  doc["reloads"] = json::object{{"succeeded", view.reloads_succeeded}, {"failed", view.reloads_failed},
+                                {"last_ok", view.last_reload_ok}};
+  json::array changes;
+  for (const auto& c : view.changes)
+    changes.push_back(json::object{{"at", rfc3339(c.at)}, {"seconds_ago", age(c.at)}, {"target", c.target},
+                                   {"from", c.from}, {"to", c.to}, {"reason", c.reason}});
+  doc["recent_changes"] = std::move(changes);
+  if (view.config) doc["config"] = config_json(*view.config);
   json::array targets;
   for (const auto& t : view.targets) {
     json::object o;
@@ -247,6 +270,8 @@ std::string render_status_json(const AdminView& view) {
     o["origin"] = std::string(healthcheck::to_string(t.origin));
     o["state"] = std::string(healthcheck::to_string(t.state));
     o["since"] = rfc3339(t.since);
+    o["seconds_in_state"] = age(t.since);
+    o["failovers"] = t.left_service;
     json::object last;
     last["result"] = std::string(to_string(t.last.outcome));
     last["reason"] = t.last.reason;

@@ -2,6 +2,7 @@
 #include "admin/server.hpp"
 
 #include "admin/render.hpp"
+#include "admin/status_page.hpp"
 #include "base/coroutine.hpp"
 #include "config/address.hpp"
 
@@ -27,6 +28,9 @@ namespace {
 constexpr std::size_t kHeaderLimit = 8 * 1024;  // nothing we serve needs more
 constexpr std::size_t kMaxConnections = 256;     // beyond this, new admin connections are closed
 constexpr auto kIdleTimeout = std::chrono::seconds(10);
+constexpr std::string_view kPageCsp =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+    "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 struct Reply {
   http::status status;
@@ -43,6 +47,8 @@ awaitable<bool> send(Stream& stream, const http::request<http::empty_body>& requ
   response.set(http::field::server, "apiserver-lb");
   response.set(http::field::content_type, reply.content_type);
   response.set(http::field::cache_control, "no-store");
+  // The status page runs its own inline script and talks to this server only.
+  if (reply.content_type.starts_with("text/html")) response.set("Content-Security-Policy", kPageCsp);
   response.keep_alive(request.keep_alive());
   if (request.method() == http::verb::head) {
     http::response<http::empty_body> head{response.base()};
@@ -119,6 +125,7 @@ awaitable<Reply> AdminServer::Impl::handle(const http::request<http::empty_body>
     co_return text(http::status::method_not_allowed, "only GET and HEAD\n");
   const std::string_view target(request.target().data(), request.target().size());
   const std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/") co_return Reply{http::status::ok, "text/html; charset=utf-8", std::string(status_page_html())};
   if (path == "/healthz") co_return text(http::status::ok, "ok\n");
   if (path == "/readyz") {
     const AdminView v = co_await view();
@@ -134,7 +141,7 @@ awaitable<Reply> AdminServer::Impl::handle(const http::request<http::empty_body>
     const AdminView v = co_await view();
     co_return Reply{http::status::ok, "text/plain; version=0.0.4; charset=utf-8", render_metrics(v)};
   }
-  co_return text(http::status::not_found, "not found: try /healthz, /readyz, /status, /metrics\n");
+  co_return text(http::status::not_found, "not found: try /, /healthz, /readyz, /status, /metrics\n");
 }
 
 awaitable<void> AdminServer::Impl::serve(tcp::socket socket) {

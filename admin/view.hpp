@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,10 @@ struct AdminView {
   std::uint64_t reloads_failed = 0;
   std::uint64_t feed_errors = 0;          // targets_file updates refused
   std::uint64_t bugs = 0;                 // exceptions that escaped a coroutine (base::report_escaped)
+  bool last_reload_ok = true;             // the last SIGHUP reload was taken (true before any)
   std::chrono::system_clock::time_point started;
+  std::vector<healthcheck::StateChange> changes;    // recent, oldest first
+  std::shared_ptr<const config::Config> config;     // in force; null when not gathered
 };
 
 // Ready: listening, and a target is up (or unchecked, or the first_master fallback applies) —

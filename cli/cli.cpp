@@ -12,17 +12,39 @@
 namespace apilb::cli {
 namespace {
 
-constexpr std::string_view kUsage = R"(usage:
-  apiserver-lb run [--config FILE] [--listen ADDR]... [--target ADDR]... [--first-master ADDR]
-                   [--admin ADDR] [--log-level LEVEL]
-  apiserver-lb check-config [--config FILE]
-  apiserver-lb targets list|add ADDR|remove ADDR|drain ADDR|set ADDR... [--file FILE]
-  apiserver-lb status [--admin ADDR]               # targets table from the admin API's /status
-  apiserver-lb check-san --server HOST:PORT --address HOST[:PORT] [--ca FILE]
-  apiserver-lb version
+// Also the man page's text: help2man makes apiserver-lb(8) from it (packaging/CMakeLists.txt), so
+// keep its shape: "Usage:"/"or:" lines, then a paragraph, then sections of "  NAME  text" lines.
+constexpr std::string_view kUsage = R"(Usage: apiserver-lb run [--config FILE] [--listen ADDR]... [--target ADDR]... [--first-master ADDR] [--admin ADDR] [--log-level LEVEL]
+  or:  apiserver-lb check-config [--config FILE]
+  or:  apiserver-lb targets list|add ADDR|remove ADDR|drain ADDR|set ADDR... [--file FILE]
+  or:  apiserver-lb status [--admin ADDR]
+  or:  apiserver-lb check-san --server HOST:PORT --address HOST[:PORT] [--ca FILE]
+  or:  apiserver-lb version
+One stable host:port in front of every master's kube-apiserver: a TCP relay with TLS untouched,
+active health checks, a live target feed and a read-only admin API.
 
-Flags override the config file (default /etc/apiserver-lb/config.yaml, optional for `run`).
-Addresses are host:port, IPv6 as [::1]:6443; a target without a port means :6443.
+Commands:
+  run                    relay clients to healthy targets; SIGHUP reloads, SIGTERM drains and exits
+  check-config           validate a config file: exit 0, or 1 with file:line: field: why
+  targets                list or edit the targets file atomically (add, remove, drain, set)
+  status                 the targets table from the admin API's /status: exit 0 ready, 1 not
+  check-san              whether an apiserver's certificate names the balancer's address
+  version                print the version
+
+Options:
+  --config FILE          config file (default /etc/apiserver-lb/config.yaml, optional for run)
+  --listen ADDR          address to accept clients on; repeat for more (run)
+  --target ADDR          an apiserver; repeat for more (run)
+  --first-master ADDR    the target to use while none is configured (run)
+  --admin ADDR           admin API address, "" for none (run); the one to ask (status)
+  --log-level LEVEL      trace, debug, info, warn, error, critical or off (run)
+  --file FILE            the targets file (targets; default: the config's targets_file)
+  --server HOST:PORT     the apiserver whose certificate to read (check-san)
+  --address HOST[:PORT]  the balancer's address the certificate must name (check-san)
+  --ca FILE              verify the apiserver's certificate against this CA (check-san)
+
+Flags override the config file. Addresses are host:port, IPv6 as [::1]:6443; a target without a
+port means :6443.
 )";
 
 int dispatch(std::string_view command, std::span<char*> args) {

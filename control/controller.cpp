@@ -87,6 +87,7 @@ struct Controller::Impl {
   std::uint64_t reloads_succeeded = 0;
   std::uint64_t reloads_failed = 0;
   std::uint64_t feed_errors = 0;
+  bool last_reload_ok = true;
 };
 
 // Runs on the control thread, like everything that reads the supervisor.
@@ -109,7 +110,10 @@ AdminView Controller::Impl::admin_view() const {
   v.reloads_failed = reloads_failed;
   v.feed_errors = feed_errors;
   v.bugs = base::bugs_reported();
+  v.last_reload_ok = last_reload_ok;
   v.started = started;
+  v.changes.assign(supervisor->changes().begin(), supervisor->changes().end());
+  v.config = std::make_shared<const config::Config>(config);
   return v;
 }
 
@@ -280,6 +284,7 @@ void Controller::Impl::reload() {
     if (next->admin.listen != config.admin.listen) admin = std::move(next_admin);
   } catch (const std::exception& e) {
     ++reloads_failed;
+    last_reload_ok = false;
     spdlog::error("reload refused, nothing changed: {}", e.what());
     if (!admin && config.admin.listen) {
       // Bring the admin server back if the new one took its place and then failed.
@@ -305,6 +310,7 @@ void Controller::Impl::reload() {
   if (!config.targets_file.empty()) read_feed(feed_moved);
   apply_targets();
   ++reloads_succeeded;
+  last_reload_ok = true;
   spdlog::info("reloaded the configuration: {} listeners, {} targets, balance {}, health {} every {}",
                listeners.size(), supervisor->status().size(), config::to_string(config.balance),
                config::to_string(config.health.mode), config::format_duration(config.health.interval));

@@ -243,6 +243,8 @@ void Supervisor::record(Checker& c, ProbeResult result, bool active) {
   spdlog::log(log, "target {} ({}): {} -> {}: {} (was {} for {})", c.name, to_string(c.spec.origin),
               to_string(c.state), to_string(next), why, to_string(c.state), seconds(now - c.since));
   if (c.state == TargetState::up) ++c.left_service;
+  remember({std::chrono::system_clock::now(), c.name, std::string(to_string(c.state)),
+            std::string(to_string(next)), why});
   c.state = next;
   c.since = now;
   c.since_wall = std::chrono::system_clock::now();
@@ -297,6 +299,8 @@ void Supervisor::publish() {
                                                last_resort);
   if (current_->panic() != panic_) {
     panic_ = current_->panic();
+    remember({std::chrono::system_clock::now(), {}, panic_ ? "normal" : "panic", panic_ ? "panic" : "normal",
+              panic_ ? "no target is healthy" : "a target is healthy again"});
     if (panic_) {
       spdlog::error("panic mode: no target is healthy; trying every target in turn{}",
                     last_resort ? ", then first_master " + last_resort->name : std::string());
@@ -305,6 +309,11 @@ void Supervisor::publish() {
     }
   }
   publish_(current_);
+}
+
+void Supervisor::remember(StateChange change) {
+  if (changes_.size() == kHistory) changes_.pop_front();
+  changes_.push_back(std::move(change));
 }
 
 std::vector<TargetStatus> Supervisor::status() const {

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -48,6 +49,16 @@ struct TargetStatus {
   std::uint64_t left_service = 0;  // times it went from up to down or draining
 };
 
+// One line of the recent history the status page shows: a target changing state, or the balancer
+// entering or leaving panic mode (target empty, from/to "panic"/"normal").
+struct StateChange {
+  std::chrono::system_clock::time_point at;
+  std::string target;
+  std::string from;
+  std::string to;
+  std::string reason;
+};
+
 // Decides who is healthy. Runs one check loop per target on the control executor (active probes on
 // a jittered timer, faster while a change builds or a probe hangs, up to `fall` in flight), folds
 // in the connect failures workers report (passive checks: each counts as a failed check and
@@ -78,6 +89,9 @@ class Supervisor {
   TargetSetPtr current() const { return current_; }
   bool panic() const noexcept { return panic_; }
   std::vector<TargetStatus> status() const;
+  // The last kHistory state changes, oldest first.
+  static constexpr std::size_t kHistory = 32;
+  const std::deque<StateChange>& changes() const noexcept { return changes_; }
 
  private:
   struct Checker;
@@ -85,6 +99,7 @@ class Supervisor {
   boost::asio::awaitable<void> check_once(std::shared_ptr<Checker> checker);
   void record(Checker& checker, ProbeResult result, bool active);
   void publish();
+  void remember(StateChange change);
   void set_last_resort(const std::optional<config::Address>& address);
   boost::asio::awaitable<void> resolve_last_resort(config::Address address);
   std::chrono::milliseconds fast_interval() const;
@@ -101,6 +116,7 @@ class Supervisor {
   std::uint64_t generation_ = 0;
   std::uint64_t random_ = 0x853c49e6748fea9bULL;
   bool panic_ = false;
+  std::deque<StateChange> changes_;
 };
 
 }  // namespace apilb::healthcheck
