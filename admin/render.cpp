@@ -3,9 +3,9 @@
 #include "admin/status_page.hpp"
 
 // Boost.JSON header-only: its implementation is compiled here, in this one translation unit.
-#include <boost/json/src.hpp>
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
+#include <boost/json/src.hpp>
 
 #include <unistd.h>
 
@@ -38,10 +38,14 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
 
 std::string_view to_string(Outcome o) {
   switch (o) {
-    case Outcome::passed: return "passed";
-    case Outcome::not_ready: return "not_ready";
-    case Outcome::failed: return "failed";
-    case Outcome::inconclusive: return "inconclusive";
+    case Outcome::passed:
+      return "passed";
+    case Outcome::not_ready:
+      return "not_ready";
+    case Outcome::failed:
+      return "failed";
+    case Outcome::inconclusive:
+      return "inconclusive";
   }
   return "?";
 }
@@ -98,8 +102,12 @@ ClientMetric sample(MetricType type, double v, std::vector<ClientMetric::Label> 
   return m;
 }
 
-double load(const std::atomic<std::uint64_t>& a) { return double(a.load(std::memory_order_relaxed)); }
-double load(const std::atomic<std::int64_t>& a) { return double(a.load(std::memory_order_relaxed)); }
+double load(const std::atomic<std::uint64_t>& a) {
+  return double(a.load(std::memory_order_relaxed));
+}
+double load(const std::atomic<std::int64_t>& a) {
+  return double(a.load(std::memory_order_relaxed));
+}
 
 using healthcheck::TargetStatus;
 using Label = ClientMetric::Label;
@@ -135,21 +143,36 @@ const std::vector<Family<TargetStatus>>& target_families() {
   constexpr auto G = MetricType::Gauge;
   constexpr auto C = MetricType::Counter;
   static const std::vector<Family<TargetStatus>> table = {
-      {"apiserver_lb_target_up", "Whether the target takes new connections (1) or not (0).", G,
+      {"apiserver_lb_target_up",
+       "Whether the target takes new connections (1) or not (0).",
+       G,
        {{{}, [](const S& t) { return t.state == TargetState::up ? 1.0 : 0.0; }}}},
-      {"apiserver_lb_target_draining", "Whether the target is draining: no new connections, established ones finish.", G,
+      {"apiserver_lb_target_draining",
+       "Whether the target is draining: no new connections, established ones finish.",
+       G,
        {{{}, [](const S& t) { return t.state == TargetState::draining ? 1.0 : 0.0; }}}},
-      {"apiserver_lb_connections_active", "Connections currently relayed to the target.", G,
+      {"apiserver_lb_connections_active",
+       "Connections currently relayed to the target.",
+       G,
        {{{}, [](const S& t) { return load(t.stats->active); }}}},
-      {"apiserver_lb_connections_total", "Connections relayed to the target since start.", C,
+      {"apiserver_lb_connections_total",
+       "Connections relayed to the target since start.",
+       C,
        {{{}, [](const S& t) { return load(t.stats->total); }}}},
-      {"apiserver_lb_connect_failures_total", "Failed connects to the target (refused, timed out).", C,
+      {"apiserver_lb_connect_failures_total",
+       "Failed connects to the target (refused, timed out).",
+       C,
        {{{}, [](const S& t) { return load(t.stats->connect_failures); }}}},
-      {"apiserver_lb_failovers_total", "Times the target left service (up to down or draining).", C,
+      {"apiserver_lb_failovers_total",
+       "Times the target left service (up to down or draining).",
+       C,
        {{{}, [](const S& t) { return double(t.left_service); }}}},
-      {"apiserver_lb_bytes_total", "Bytes relayed, by target and direction (upstream: client to target).", C,
+      {"apiserver_lb_bytes_total",
+       "Bytes relayed, by target and direction (upstream: client to target).",
+       C,
        {{{{"direction", "upstream"}}, [](const S& t) { return load(t.stats->bytes_upstream); }},
-        {{{"direction", "downstream"}}, [](const S& t) { return load(t.stats->bytes_downstream); }}}},
+        {{{"direction", "downstream"}},
+         [](const S& t) { return load(t.stats->bytes_downstream); }}}},
   };
   return table;
 }
@@ -164,48 +187,81 @@ const std::vector<Family<Inputs>>& view_families() {
   constexpr auto G = MetricType::Gauge;
   constexpr auto C = MetricType::Counter;
   static const std::vector<Family<Inputs>> table = {
-      {"apiserver_lb_panic_mode", "1 while no target is healthy and every target is tried in turn.", G,
+      {"apiserver_lb_panic_mode",
+       "1 while no target is healthy and every target is tried in turn.",
+       G,
        {{{}, [](const I& i) { return i.view.panic ? 1.0 : 0.0; }}}},
-      {"apiserver_lb_ready", "1 when /readyz answers 200.", G,
+      {"apiserver_lb_ready",
+       "1 when /readyz answers 200.",
+       G,
        {{{}, [](const I& i) { return ready(i.view, nullptr) ? 1.0 : 0.0; }}}},
-      {"apiserver_lb_config_reloads_total", "Configuration reloads (SIGHUP), by result.", C,
+      {"apiserver_lb_config_reloads_total",
+       "Configuration reloads (SIGHUP), by result.",
+       C,
        {{{{"result", "success"}}, [](const I& i) { return double(i.view.reloads_succeeded); }},
         {{{"result", "failure"}}, [](const I& i) { return double(i.view.reloads_failed); }}}},
       {"apiserver_lb_config_last_reload_successful",
-       "0 when the last reload (SIGHUP) was refused: the file on disk is not in force.", G,
+       "0 when the last reload (SIGHUP) was refused: the file on disk is not in force.",
+       G,
        {{{}, [](const I& i) { return i.view.last_reload_ok ? 1.0 : 0.0; }}}},
-      {"apiserver_lb_target_feed_errors_total", "targets_file updates refused (invalid or emptying).", C,
+      {"apiserver_lb_target_feed_errors_total",
+       "targets_file updates refused (invalid or emptying).",
+       C,
        {{{}, [](const I& i) { return double(i.view.feed_errors); }}}},
-      {"apiserver_lb_client_connections_active", "Client connections currently open.", G,
+      {"apiserver_lb_client_connections_active",
+       "Client connections currently open.",
+       G,
        {{{}, [](const I& i) { return double(i.view.connections); }}}},
       {"apiserver_lb_client_connections_rejected_total",
-       "Client connections closed at once by limits.max_connections.", C,
+       "Client connections closed at once by limits.max_connections.",
+       C,
        {{{}, [](const I& i) { return double(i.view.rejected); }}}},
-      {"apiserver_lb_client_connections_failed_total", "Client connections closed because no target answered.", C,
+      {"apiserver_lb_client_connections_failed_total",
+       "Client connections closed because no target answered.",
+       C,
        {{{}, [](const I& i) { return double(i.view.failed); }}}},
       {"apiserver_lb_client_connections_replayed_total",
-       "Client connections whose target closed before answering, moved with their first flight to another target.", C,
+       "Client connections whose target closed before answering, moved with their first flight to "
+       "another target.",
+       C,
        {{{}, [](const I& i) { return double(i.view.replayed); }}}},
-      {"apiserver_lb_relay_bytes_total", "Bytes relayed, by mechanism.", C,
+      {"apiserver_lb_relay_bytes_total",
+       "Bytes relayed, by mechanism.",
+       C,
        {{{{"mode", "copy"}}, [](const I& i) { return double(i.view.bytes_copied); }},
         {{{"mode", "splice"}}, [](const I& i) { return double(i.view.bytes_spliced); }}}},
-      {"apiserver_lb_bugs_total", "Exceptions that escaped a coroutine: bugs, logged as critical; the process kept serving.", C,
+      {"apiserver_lb_bugs_total",
+       "Exceptions that escaped a coroutine: bugs, logged as critical; the process kept serving.",
+       C,
        {{{}, [](const I& i) { return double(i.view.bugs); }}}},
-      {"process_open_fds", "Number of open file descriptors.", G,
+      {"process_open_fds",
+       "Number of open file descriptors.",
+       G,
        {{{}, [](const I& i) { return i.process.open_fds; }}}},
-      {"process_resident_memory_bytes", "Resident memory size in bytes.", G,
+      {"process_resident_memory_bytes",
+       "Resident memory size in bytes.",
+       G,
        {{{}, [](const I& i) { return i.process.resident_bytes; }}}},
-      {"process_cpu_seconds_total", "User and system CPU time spent in seconds.", C,
+      {"process_cpu_seconds_total",
+       "User and system CPU time spent in seconds.",
+       C,
        {{{}, [](const I& i) { return i.process.cpu_seconds; }}}},
-      {"process_start_time_seconds", "Start time of the process since the Unix epoch in seconds.", G,
-       {{{}, [](const I& i) { return std::chrono::duration<double>(i.view.started.time_since_epoch()).count(); }}}},
+      {"process_start_time_seconds",
+       "Start time of the process since the Unix epoch in seconds.",
+       G,
+       {{{},
+         [](const I& i) {
+           return std::chrono::duration<double>(i.view.started.time_since_epoch()).count();
+         }}}},
   };
   return table;
 }
 
 MetricFamily check_durations(const AdminView& view) {
-  MetricFamily family{"apiserver_lb_health_check_duration_seconds", "Duration of active health checks.",
-                      MetricType::Histogram, {}};
+  MetricFamily family{"apiserver_lb_health_check_duration_seconds",
+                      "Duration of active health checks.",
+                      MetricType::Histogram,
+                      {}};
   for (const auto& t : view.targets) {
     ClientMetric m;
     m.label = {{"target", t.name}};
@@ -251,16 +307,22 @@ std::string render_status_json(const AdminView& view) {
     return std::chrono::duration<double>(now - t).count();
   };
   doc["now"] = rfc3339(now);
-  doc["now_ms"] = std::chrono::duration<double, std::milli>(now.time_since_epoch()).count();  // for rates
+  doc["now_ms"] =
+      std::chrono::duration<double, std::milli>(now.time_since_epoch()).count();  // for rates
   doc["connections_rejected"] = view.rejected;
   doc["connections_failed"] = view.failed;
   doc["feed_errors"] = view.feed_errors;
-  doc["reloads"] = json::object{{"succeeded", view.reloads_succeeded}, {"failed", view.reloads_failed},
+  doc["reloads"] = json::object{{"succeeded", view.reloads_succeeded},
+                                {"failed", view.reloads_failed},
                                 {"last_ok", view.last_reload_ok}};
   json::array changes;
   for (const auto& c : view.changes)
-    changes.push_back(json::object{{"at", rfc3339(c.at)}, {"seconds_ago", age(c.at)}, {"target", c.target},
-                                   {"from", c.from}, {"to", c.to}, {"reason", c.reason}});
+    changes.push_back(json::object{{"at", rfc3339(c.at)},
+                                   {"seconds_ago", age(c.at)},
+                                   {"target", c.target},
+                                   {"from", c.from},
+                                   {"to", c.to},
+                                   {"reason", c.reason}});
   doc["recent_changes"] = std::move(changes);
   if (view.config) doc["config"] = config_json(*view.config);
   json::array targets;

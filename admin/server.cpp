@@ -6,11 +6,11 @@
 #include "base/coroutine.hpp"
 #include "config/address.hpp"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <spdlog/spdlog.h>
 
 #include <thread>
 
@@ -26,10 +26,11 @@ using base::use_nothrow;
 namespace {
 
 constexpr std::size_t kHeaderLimit = 8 * 1024;  // nothing we serve needs more
-constexpr std::size_t kMaxConnections = 256;     // beyond this, new admin connections are closed
+constexpr std::size_t kMaxConnections = 256;    // beyond this, new admin connections are closed
 constexpr auto kIdleTimeout = std::chrono::seconds(10);
 constexpr std::string_view kPageCsp =
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src "
+    "'self'; "
     "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 struct Reply {
@@ -38,17 +39,21 @@ struct Reply {
   std::string body;
 };
 
-Reply text(http::status s, std::string body) { return {s, "text/plain; charset=utf-8", std::move(body)}; }
+Reply text(http::status s, std::string body) {
+  return {s, "text/plain; charset=utf-8", std::move(body)};
+}
 
 // Sends `reply`; a HEAD request gets the same headers (Content-Length included) and no body.
 template <typename Stream>
-awaitable<bool> send(Stream& stream, const http::request<http::empty_body>& request, Reply&& reply) {
+awaitable<bool> send(Stream& stream, const http::request<http::empty_body>& request,
+                     Reply&& reply) {
   http::response<http::string_body> response{reply.status, request.version()};
   response.set(http::field::server, "apiserver-lb");
   response.set(http::field::content_type, reply.content_type);
   response.set(http::field::cache_control, "no-store");
   // The status page runs its own inline script and talks to this server only.
-  if (reply.content_type.starts_with("text/html")) response.set("Content-Security-Policy", kPageCsp);
+  if (reply.content_type.starts_with("text/html"))
+    response.set("Content-Security-Policy", kPageCsp);
   response.keep_alive(request.keep_alive());
   if (request.method() == http::verb::head) {
     http::response<http::empty_body> head{response.base()};
@@ -72,8 +77,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
     boost::system::error_code ec;
     acceptor.bind(ep, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec)
-      throw std::system_error(ec, "admin: cannot listen on " + config::to_string(ep));
+    if (ec) throw std::system_error(ec, "admin: cannot listen on " + config::to_string(ep));
   }
 
   awaitable<void> accept_loop();
@@ -125,7 +129,8 @@ awaitable<Reply> AdminServer::Impl::handle(const http::request<http::empty_body>
     co_return text(http::status::method_not_allowed, "only GET and HEAD\n");
   const std::string_view target(request.target().data(), request.target().size());
   const std::string_view path = target.substr(0, target.find('?'));
-  if (path == "/") co_return Reply{http::status::ok, "text/html; charset=utf-8", std::string(status_page_html())};
+  if (path == "/")
+    co_return Reply{http::status::ok, "text/html; charset=utf-8", std::string(status_page_html())};
   if (path == "/healthz") co_return text(http::status::ok, "ok\n");
   if (path == "/readyz") {
     const AdminView v = co_await view();
@@ -139,9 +144,11 @@ awaitable<Reply> AdminServer::Impl::handle(const http::request<http::empty_body>
   }
   if (path == "/metrics") {
     const AdminView v = co_await view();
-    co_return Reply{http::status::ok, "text/plain; version=0.0.4; charset=utf-8", render_metrics(v)};
+    co_return Reply{http::status::ok, "text/plain; version=0.0.4; charset=utf-8",
+                    render_metrics(v)};
   }
-  co_return text(http::status::not_found, "not found: try /, /healthz, /readyz, /status, /metrics\n");
+  co_return text(http::status::not_found,
+                 "not found: try /, /healthz, /readyz, /status, /metrics\n");
 }
 
 awaitable<void> AdminServer::Impl::serve(tcp::socket socket) {
@@ -176,7 +183,8 @@ awaitable<void> AdminServer::Impl::serve(tcp::socket socket) {
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
-AdminServer::AdminServer(const tcp::endpoint& endpoint, asio::any_io_executor control, Gather gather)
+AdminServer::AdminServer(const tcp::endpoint& endpoint, asio::any_io_executor control,
+                         Gather gather)
     : impl_(std::make_shared<Impl>(endpoint, std::move(control), std::move(gather))) {
   base::spawn(impl_->io, impl_->accept_loop(), "the admin accept loop");
   impl_->thread = std::jthread([impl = impl_.get()] {

@@ -34,12 +34,15 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
 constexpr std::string_view kUsage =
-    "usage: apiserver-lb check-san --server HOST:PORT --address HOST[:PORT] [--ca FILE] [--timeout DURATION]\n"
+    "usage: apiserver-lb check-san --server HOST:PORT --address HOST[:PORT] [--ca FILE] [--timeout "
+    "DURATION]\n"
     "  --server   an apiserver (a master's host:port): whose serving certificate to read\n"
-    "  --address  the balancer's address clients will use (load-balancer-address, controlPlaneEndpoint)\n"
+    "  --address  the balancer's address clients will use (load-balancer-address, "
+    "controlPlaneEndpoint)\n"
     "  --ca       also verify the certificate chain against this CA bundle (PEM)\n"
     "  --timeout  for connect and TLS handshake together (default 10s)\n"
-    "exit 0: a SAN covers the address; 1: none does (or the chain does not verify); 2: no TLS connection\n";
+    "exit 0: a SAN covers the address; 1: none does (or the chain does not verify); 2: no TLS "
+    "connection\n";
 
 struct Certificate {
   healthcheck::CertificateSummary summary;
@@ -54,11 +57,14 @@ struct NoConnection {
 // the server name unless empty. The chain is verified against `ca_file` when one is given, but a
 // failure is reported in the result rather than by aborting the handshake, so the SANs are still
 // shown.
-std::variant<Certificate, NoConnection> fetch_certificate(const config::Address& server, const std::string& sni,
-                                                     const std::string& ca_file, std::chrono::milliseconds timeout) {
+std::variant<Certificate, NoConnection> fetch_certificate(const config::Address& server,
+                                                          const std::string& sni,
+                                                          const std::string& ca_file,
+                                                          std::chrono::milliseconds timeout) {
   std::optional<ssl::context> made;
   try {
-    made.emplace(healthcheck::make_client_context({ca_file, {}, {}}, healthcheck::PeerCheck::record, {"--ca", "", ""}));
+    made.emplace(healthcheck::make_client_context({ca_file, {}, {}}, healthcheck::PeerCheck::record,
+                                                  {"--ca", "", ""}));
   } catch (const std::runtime_error& e) {
     return NoConnection{e.what()};
   }
@@ -71,26 +77,29 @@ std::variant<Certificate, NoConnection> fetch_certificate(const config::Address&
 
   std::optional<std::string> error;
   bool done = false;
-  resolver.async_resolve(server.host, std::to_string(server.port), [&](auto ec, tcp::resolver::results_type results) {
-    if (ec) {
-      error = "cannot resolve " + server.host + ": " + ec.message();
-      return;
-    }
-    asio::async_connect(stream.next_layer(), results, [&](auto cec, const tcp::endpoint&) {
-      if (cec) {
-        error = "cannot connect to " + server.to_string() + ": " + cec.message();
-        return;
-      }
-      stream.async_handshake(ssl::stream_base::client, [&](auto hec) {
-        if (hec) error = "TLS handshake with " + server.to_string() + " failed: " + hec.message();
-        done = true;
+  resolver.async_resolve(
+      server.host, std::to_string(server.port), [&](auto ec, tcp::resolver::results_type results) {
+        if (ec) {
+          error = "cannot resolve " + server.host + ": " + ec.message();
+          return;
+        }
+        asio::async_connect(stream.next_layer(), results, [&](auto cec, const tcp::endpoint&) {
+          if (cec) {
+            error = "cannot connect to " + server.to_string() + ": " + cec.message();
+            return;
+          }
+          stream.async_handshake(ssl::stream_base::client, [&](auto hec) {
+            if (hec)
+              error = "TLS handshake with " + server.to_string() + " failed: " + hec.message();
+            done = true;
+          });
+        });
       });
-    });
-  });
   io.run_for(timeout);
   if (error) return NoConnection{*error};
   if (!done)
-    return NoConnection{"no TLS handshake with " + server.to_string() + " within " + config::format_duration(timeout)};
+    return NoConnection{"no TLS handshake with " + server.to_string() + " within " +
+                        config::format_duration(timeout)};
 
   auto summary = healthcheck::peer_certificate(stream.native_handle());
   if (!summary) return NoConnection{server.to_string() + " presented no certificate"};
@@ -115,7 +124,8 @@ int check_san(std::span<char*> args) {
     } else if (*f == "--timeout") {
       const std::string_view text = flags.value();
       const auto d = config::parse_duration(text);
-      if (!d || d->count() <= 0) flags.fail("check-san: --timeout: \"" + std::string(text) + "\" is not a duration");
+      if (!d || d->count() <= 0)
+        flags.fail("check-san: --timeout: \"" + std::string(text) + "\" is not a duration");
       timeout = *d;
     } else {
       flags.fail("check-san: unknown flag " + std::string(*f));
@@ -134,8 +144,9 @@ int check_san(std::span<char*> args) {
   }
   const auto& cert = std::get<Certificate>(fetched);
   const std::string server_name = server->to_string();
-  std::printf("server:  %s\nsubject: %s\nissuer:  %s\nexpires: %s\n", server_name.c_str(), cert.summary.subject.c_str(),
-              cert.summary.issuer.c_str(), cert.summary.not_after.c_str());
+  std::printf("server:  %s\nsubject: %s\nissuer:  %s\nexpires: %s\n", server_name.c_str(),
+              cert.summary.subject.c_str(), cert.summary.issuer.c_str(),
+              cert.summary.not_after.c_str());
   std::printf("SANs (%zu):\n", cert.summary.sans.size());
   for (const auto& san : cert.summary.sans) std::printf("  %s\n", san.c_str());
 
@@ -145,18 +156,24 @@ int check_san(std::span<char*> args) {
     std::printf("OK: %s is covered by %s\n", host.c_str(), san->c_str());
   } else {
     const std::string add = (config::is_ip_literal(host) ? "IP:" : "DNS:") + host;
-    std::printf("MISSING: the certificate of %s has no SAN for %s; add %s to the apiserver certificate's SANs\n",
-                server_name.c_str(), host.c_str(), add.c_str());
-    if (config::is_ip_literal(host) && std::ranges::find(cert.summary.sans, "DNS:" + host) != cert.summary.sans.end())
-      std::printf("  (DNS:%s is there, but clients match an IP address only against IP SANs)\n", host.c_str());
+    std::printf(
+        "MISSING: the certificate of %s has no SAN for %s; add %s to the apiserver certificate's "
+        "SANs\n",
+        server_name.c_str(), host.c_str(), add.c_str());
+    if (config::is_ip_literal(host) &&
+        std::ranges::find(cert.summary.sans, "DNS:" + host) != cert.summary.sans.end())
+      std::printf("  (DNS:%s is there, but clients match an IP address only against IP SANs)\n",
+                  host.c_str());
     status = 1;
   }
   if (!ca_file.empty()) {
     if (cert.verify_result == X509_V_OK) {
-      std::printf("TRUSTED: the chain of %s verifies against %s\n", server_name.c_str(), ca_file.c_str());
+      std::printf("TRUSTED: the chain of %s verifies against %s\n", server_name.c_str(),
+                  ca_file.c_str());
     } else {
-      std::printf("UNTRUSTED: the certificate of %s does not verify against %s: %s\n", server_name.c_str(),
-                  ca_file.c_str(), X509_verify_cert_error_string(cert.verify_result));
+      std::printf("UNTRUSTED: the certificate of %s does not verify against %s: %s\n",
+                  server_name.c_str(), ca_file.c_str(),
+                  X509_verify_cert_error_string(cert.verify_result));
       status = 1;
     }
   }

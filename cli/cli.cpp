@@ -14,7 +14,8 @@ namespace {
 
 // Also the man page's text: help2man makes apiserver-lb(8) from it (packaging/CMakeLists.txt), so
 // keep its shape: "Usage:"/"or:" lines, then a paragraph, then sections of "  NAME  text" lines.
-constexpr std::string_view kUsage = R"(Usage: apiserver-lb run [--config FILE] [--listen ADDR]... [--target ADDR]... [--first-master ADDR] [--admin ADDR] [--log-level LEVEL]
+constexpr std::string_view kUsage =
+    R"(Usage: apiserver-lb run [--config FILE] [--listen ADDR]... [--target ADDR]... [--first-master ADDR] [--admin ADDR] [--log-level LEVEL]
   or:  apiserver-lb check-config [--config FILE]
   or:  apiserver-lb targets list|add ADDR|remove ADDR|drain ADDR|set ADDR... [--file FILE]
   or:  apiserver-lb status [--admin ADDR]

@@ -44,7 +44,9 @@ class Flags {
   config::Address local(std::string_view text);
 
   const std::vector<std::string_view>& words() const noexcept { return words_; }
-  [[noreturn]] void fail(std::string message) const { throw UsageError{std::move(message), usage_}; }
+  [[noreturn]] void fail(std::string message) const {
+    throw UsageError{std::move(message), usage_};
+  }
   [[noreturn]] void unknown() const { fail("unknown flag " + std::string(flag_)); }
 
  private:

@@ -41,11 +41,13 @@ int run(std::span<char*> args) {
     } else if (*f == "--admin") {
       // An empty value disables the admin server.
       const std::string_view v = flags.value();
-      overrides.admin = v.empty() ? std::optional<config::Address>{} : std::optional(flags.local(v));
+      overrides.admin =
+          v.empty() ? std::optional<config::Address>{} : std::optional(flags.local(v));
     } else if (*f == "--log-level") {
       const std::string_view v = flags.value();
       overrides.log_level = config::parse_log_level(v);
-      if (!overrides.log_level) flags.fail("--log-level: \"" + std::string(v) + "\" is not a level");
+      if (!overrides.log_level)
+        flags.fail("--log-level: \"" + std::string(v) + "\" is not a level");
     } else {
       flags.unknown();
     }

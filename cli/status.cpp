@@ -20,8 +20,9 @@ namespace http = beast::http;
 using asio::ip::tcp;
 
 constexpr std::string_view kDefaultAdmin = "127.0.0.1:9445";
-constexpr std::string_view kUsage = "usage: apiserver-lb status [--admin ADDR]   (default 127.0.0.1:9445)\n"
-                                    "exit 0: ready; 1: not ready; 2: no answer or a usage error\n";
+constexpr std::string_view kUsage =
+    "usage: apiserver-lb status [--admin ADDR]   (default 127.0.0.1:9445)\n"
+    "exit 0: ready; 1: not ready; 2: no answer or a usage error\n";
 
 }  // namespace
 
@@ -54,7 +55,8 @@ int status(std::span<char*> args) {
   bool is_ready = false;
   const auto table = admin::render_status_table(response.body(), &is_ready);
   if (!table) {
-    std::fprintf(stderr, "apiserver-lb status: http://%s/status did not answer with a status document\n",
+    std::fprintf(stderr,
+                 "apiserver-lb status: http://%s/status did not answer with a status document\n",
                  address->to_string().c_str());
     return 2;
   }

@@ -63,10 +63,10 @@ Invocation parse(std::span<char*> args) {
   } else if (one) {
     if (operands.size() != 1)
       flags.fail("targets " + in.command + " takes one address, got " +
-                       std::to_string(operands.size()));
+                 std::to_string(operands.size()));
   } else if (in.command != "set") {
     flags.fail("unknown targets command \"" + in.command +
-                     "\" (valid: list, add, remove, drain, set)");
+               "\" (valid: list, add, remove, drain, set)");
   }
   for (const auto text : operands) {
     std::string why;

@@ -76,10 +76,8 @@ constexpr std::string_view name_of(const Table& table, E value) noexcept {
 void read(const Field& f, Admin& admin) {
   f.fields({{"listen", [&](const Field& v) {
                // "" (or nothing) turns the admin server off.
-               if (v.text().empty())
-                 admin.listen.reset();
-               else
-                 admin.listen = v.address(Role::listen);
+               if (v.text().empty()) admin.listen.reset();
+               else admin.listen = v.address(Role::listen);
              }}});
 }
 

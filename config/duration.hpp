@@ -14,7 +14,8 @@ using Duration = std::chrono::milliseconds;
 std::optional<Duration> parse_duration(std::string_view text) noexcept;
 
 // Exact rendering that parse_duration reads back: whole seconds split into h/m/s (2000ms -> "2s",
-// 60000ms -> "1m", 90000ms -> "1m30s"), anything else in milliseconds (1500ms -> "1500ms"), 0 -> "0s".
+// 60000ms -> "1m", 90000ms -> "1m30s"), anything else in milliseconds (1500ms -> "1500ms"), 0 ->
+// "0s".
 std::string format_duration(Duration d);
 
 }  // namespace apilb::config

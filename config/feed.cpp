@@ -55,9 +55,10 @@ void read_targets(const Field& list, Feed& feed) {
 Feed read_feed(const YAML::Node& root) {
   Positions seen;  // the feed has no cross-field rules that would need them later
   Feed feed;
-  Field(root, "", root.Mark(), seen).fields({
-      {"targets", [&](const Field& list) { read_targets(list, feed); }},
-  });
+  Field(root, "", root.Mark(), seen)
+      .fields({
+          {"targets", [&](const Field& list) { read_targets(list, feed); }},
+      });
   return feed;
 }
 

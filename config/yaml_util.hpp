@@ -140,7 +140,8 @@ Result<T> parse_document(std::string_view yaml, std::string_view file, Read read
   } catch (const Invalid& e) {
     return error(e.mark, e.field, e.reason);
   } catch (const YAML::DeepRecursion& e) {  // its own message says "bad file"
-    return error(e.mark, "", "invalid YAML: nested too deeply (" + std::to_string(e.depth()) + " levels)");
+    return error(e.mark, "",
+                 "invalid YAML: nested too deeply (" + std::to_string(e.depth()) + " levels)");
   } catch (const YAML::Exception& e) {
     return error(e.mark, "", "invalid YAML: " + e.msg);
   }

@@ -2,10 +2,10 @@
 
 #include "base/coroutine.hpp"
 
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/inotify.h>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <array>
 #include <cerrno>
@@ -63,7 +63,8 @@ bool FeedWatcher::Impl::concerns_file(std::string_view events, bool& watching) c
     const std::string_view name = events.substr(at + sizeof event, event.len);
     if (event.len && file.filename() == name.substr(0, name.find('\0'))) relevant = true;
     // The directory went away (or was moved): the watch is gone with it.
-    if (event.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) relevant = true, watching = false;
+    if (event.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+      relevant = true, watching = false;
     at += sizeof event + event.len;
   }
   return relevant;

@@ -35,8 +35,8 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using asio::awaitable;
 using asio::ip::tcp;
-using boost::system::error_code;
 using base::use_nothrow;
+using boost::system::error_code;
 using config::HealthMode;
 
 namespace {
@@ -53,8 +53,8 @@ ProbeResult failed(std::string reason) { return {Outcome::failed, std::move(reas
 std::string describe(const error_code& ec, SSL* ssl = nullptr) {
   if (ec == asio::error::connection_refused) return "connection refused";
   if (ec == asio::error::connection_reset) return "connection reset";
-  if (ec == asio::error::eof || ec == ssl::error::stream_truncated || ec == http::error::end_of_stream ||
-      ec == http::error::partial_message) {
+  if (ec == asio::error::eof || ec == ssl::error::stream_truncated ||
+      ec == http::error::end_of_stream || ec == http::error::partial_message) {
     return "connection closed";
   }
   if (ec == asio::error::timed_out) return "timed out";
@@ -92,7 +92,8 @@ struct Prober::Impl {
   }
 
   // One check without a deadline: probe() races it against one.
-  awaitable<ProbeResult> check(asio::any_io_executor executor, tcp::endpoint endpoint, std::string host);
+  awaitable<ProbeResult> check(asio::any_io_executor executor, tcp::endpoint endpoint,
+                               std::string host);
   // SNI and the name or address the certificate must carry; a reason when OpenSSL refuses them.
   std::optional<std::string> prepare(SSL* ssl, const std::string& host) const;
   awaitable<ProbeResult> ask_readyz(ssl::stream<tcp::socket>& stream, std::string host_header);
@@ -105,7 +106,8 @@ struct Prober::Impl {
 std::optional<std::string> Prober::Impl::prepare(SSL* ssl, const std::string& host) const {
   const bool ip = config::is_ip_literal(host);
   // RFC 6066: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
-  if (!ip && SSL_set_tlsext_host_name(ssl, host.c_str()) != 1) return "TLS setup: " + openssl_reason();
+  if (!ip && SSL_set_tlsext_host_name(ssl, host.c_str()) != 1)
+    return "TLS setup: " + openssl_reason();
   if (health.ca_file.empty()) return std::nullopt;
   if (ip) {
     if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str()) != 1) {
@@ -120,13 +122,15 @@ std::optional<std::string> Prober::Impl::prepare(SSL* ssl, const std::string& ho
 
 awaitable<ProbeResult> Prober::Impl::check(asio::any_io_executor executor, tcp::endpoint endpoint,
                                            std::string host) {
-  // Cancellation (the deadline, or the caller) comes back as operation_aborted values, never throws.
+  // Cancellation (the deadline, or the caller) comes back as operation_aborted values, never
+  // throws.
   co_await asio::this_coro::throw_if_cancelled(false);
 
   tcp::socket socket(executor);
   boost::system::error_code open_ec;
   socket.open(endpoint.protocol(), open_ec);
-  if (open_ec) co_return ProbeResult{Outcome::inconclusive, "cannot open a socket: " + open_ec.message(), {}};
+  if (open_ec)
+    co_return ProbeResult{Outcome::inconclusive, "cannot open a socket: " + open_ec.message(), {}};
   auto [connect_ec] = co_await socket.async_connect(endpoint, use_nothrow);
   if (connect_ec) co_return failed(describe(connect_ec));
   if (health.mode == HealthMode::tcp) co_return passed();
@@ -134,7 +138,8 @@ awaitable<ProbeResult> Prober::Impl::check(asio::any_io_executor executor, tcp::
   ssl::stream<tcp::socket> stream(std::move(socket), *tls);
   if (auto why = prepare(stream.native_handle(), host)) co_return failed(std::move(*why));
   auto [handshake_ec] = co_await stream.async_handshake(ssl::stream_base::client, use_nothrow);
-  if (handshake_ec) co_return failed("TLS handshake: " + describe(handshake_ec, stream.native_handle()));
+  if (handshake_ec)
+    co_return failed("TLS handshake: " + describe(handshake_ec, stream.native_handle()));
   // No close_notify: the apiserver does not need one, and waiting for its reply would cost time.
   if (health.mode == HealthMode::tls) co_return passed();
 
@@ -142,7 +147,8 @@ awaitable<ProbeResult> Prober::Impl::check(asio::any_io_executor executor, tcp::
   co_return co_await ask_readyz(stream, std::move(host_header));
 }
 
-awaitable<ProbeResult> Prober::Impl::ask_readyz(ssl::stream<tcp::socket>& stream, std::string host_header) {
+awaitable<ProbeResult> Prober::Impl::ask_readyz(ssl::stream<tcp::socket>& stream,
+                                                std::string host_header) {
   http::request<http::empty_body> request(http::verb::get, verbose_target(health.path), 11);
   request.set(http::field::host, host_header);
   request.set(http::field::user_agent, "apiserver-lb/" APILB_VERSION);
@@ -155,7 +161,8 @@ awaitable<ProbeResult> Prober::Impl::ask_readyz(ssl::stream<tcp::socket>& stream
   http::response_parser<http::string_body> parser;
   parser.body_limit(kBodyLimit);
   auto [read_ec, read] = co_await http::async_read(stream, buffer, parser, use_nothrow);
-  // Once the status line is in, it decides: a body cut short or too long does not change the answer.
+  // Once the status line is in, it decides: a body cut short or too long does not change the
+  // answer.
   if (read_ec && !parser.is_header_done()) co_return failed("HTTP response: " + describe(read_ec));
 
   const auto& response = parser.get();
@@ -164,8 +171,10 @@ awaitable<ProbeResult> Prober::Impl::ask_readyz(ssl::stream<tcp::socket>& stream
   std::string reason = "HTTP " + std::to_string(status);
   // A cluster without anonymous access answers every target alike: say what to change.
   if ((status == 401 || status == 403) && health.cert_file.empty())
-    reason += " (anonymous " + health.path + " refused: set health.cert_file and key_file, or use mode tls)";
-  if (const std::string checks = failing_checks(response.body()); !checks.empty()) reason += ": " + checks;
+    reason += " (anonymous " + health.path +
+              " refused: set health.cert_file and key_file, or use mode tls)";
+  if (const std::string checks = failing_checks(response.body()); !checks.empty())
+    reason += ": " + checks;
   co_return not_ready(std::move(reason));
 }
 
@@ -173,20 +182,24 @@ Prober::Prober(const config::Health& health) : impl_(std::make_unique<Impl>(heal
 
 Prober::~Prober() = default;
 
-awaitable<ProbeResult> Prober::probe(asio::any_io_executor executor, tcp::endpoint endpoint, std::string host) {
+awaitable<ProbeResult> Prober::probe(asio::any_io_executor executor, tcp::endpoint endpoint,
+                                     std::string host) {
   using namespace asio::experimental::awaitable_operators;
   co_await asio::this_coro::throw_if_cancelled(false);
 
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   if (host.empty()) host = endpoint.address().to_string();
 
   const auto start = std::chrono::steady_clock::now();
   asio::steady_timer deadline(executor, impl_->health.timeout);
-  auto winner = co_await (impl_->check(executor, endpoint, std::move(host)) || deadline.async_wait(use_nothrow));
+  auto winner = co_await (impl_->check(executor, endpoint, std::move(host)) ||
+                          deadline.async_wait(use_nothrow));
 
   ProbeResult result;
   if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none) {
-    result = failed("cancelled");  // by the caller (shutdown, reload): whatever the race saw is moot
+    result =
+        failed("cancelled");  // by the caller (shutdown, reload): whatever the race saw is moot
   } else if (winner.index() == 0) {
     result = std::move(std::get<0>(winner));
   } else {

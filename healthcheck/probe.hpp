@@ -14,10 +14,10 @@
 namespace apilb::healthcheck {
 
 // What one active check found. `failed`: the port did not answer (refused, timeout, TLS handshake
-// failed) -> the target goes down. `not_ready`: it answered but /readyz was not 200 (an apiserver in
-// its graceful shutdown window, or one whose etcd is gone) -> the target drains.
-// `inconclusive`: the check could not even start on our side (no socket: out of descriptors or
-// memory) -> says nothing about the target; the supervisor leaves its state as it was.
+// failed) -> the target goes down. `not_ready`: it answered but /readyz was not 200 (an apiserver
+// in its graceful shutdown window, or one whose etcd is gone) -> the target drains. `inconclusive`:
+// the check could not even start on our side (no socket: out of descriptors or memory) -> says
+// nothing about the target; the supervisor leaves its state as it was.
 enum class Outcome { passed, not_ready, failed, inconclusive };
 
 struct ProbeResult {
@@ -30,8 +30,8 @@ struct ProbeResult {
 
 // Runs active checks in the configured mode (tcp | tls | https). Built once per health
 // configuration on the control thread: the TLS context (CA, client certificate) is loaded here, so
-// bad files are start-up errors, not failing checks. probe() may run for many targets at once on one
-// executor; the Prober must outlive every probe() it started.
+// bad files are start-up errors, not failing checks. probe() may run for many targets at once on
+// one executor; the Prober must outlive every probe() it started.
 class Prober {
  public:
   // Throws std::runtime_error naming the file when ca_file, cert_file or key_file cannot be used.

@@ -33,9 +33,7 @@ class RiseFall {
   // Down with nothing pointing the other way: every recent result failed. Probed slowly then.
   bool settled_down() const noexcept { return known_ && health_ == 0; }
   // A change is building: some results already point the other way. Checks run faster meanwhile.
-  bool in_transition() const noexcept {
-    return known_ && health_ != 0 && health_ != top();
-  }
+  bool in_transition() const noexcept { return known_ && health_ != 0 && health_ != top(); }
 
  private:
   int top() const noexcept { return rise_ + fall_ - 1; }

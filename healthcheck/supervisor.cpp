@@ -3,9 +3,9 @@
 #include "base/coroutine.hpp"
 #include "healthcheck/rise_fall.hpp"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
@@ -52,9 +52,12 @@ struct Supervisor::Checker {
   // installer's drain flag.
   TargetState derive() const {
     switch (rise_fall.state()) {
-      case Health::unknown: return spec.drain ? TargetState::draining : TargetState::unknown;
-      case Health::up: return spec.drain ? TargetState::draining : TargetState::up;
-      case Health::down: break;
+      case Health::unknown:
+        return spec.drain ? TargetState::draining : TargetState::unknown;
+      case Health::up:
+        return spec.drain ? TargetState::draining : TargetState::up;
+      case Health::down:
+        break;
     }
     return last_failure == Outcome::not_ready ? TargetState::draining : TargetState::down;
   }
@@ -96,9 +99,8 @@ void Supervisor::set_targets(const std::vector<TargetSpec>& specs,
                              const std::optional<config::Address>& first_master) {
   std::vector<std::shared_ptr<Checker>> next;
   for (const TargetSpec& spec : specs) {
-    auto same = std::find_if(checkers_.begin(), checkers_.end(), [&](const auto& c) {
-      return c && c->spec.address == spec.address;
-    });
+    auto same = std::find_if(checkers_.begin(), checkers_.end(),
+                             [&](const auto& c) { return c && c->spec.address == spec.address; });
     if (same != checkers_.end()) {
       (*same)->spec = spec;  // origin or drain flag may have changed
       (*same)->state = (*same)->derive();
@@ -116,8 +118,8 @@ void Supervisor::set_targets(const std::vector<TargetSpec>& specs,
   }
   checkers_ = std::move(next);
   const bool is_target = first_master && std::ranges::any_of(specs, [&](const TargetSpec& spec) {
-    return spec.address == *first_master;
-  });
+                           return spec.address == *first_master;
+                         });
   set_last_resort(is_target ? std::nullopt : first_master);
   publish();
 }
@@ -252,7 +254,8 @@ void Supervisor::record(Checker& c, ProbeResult result, bool active) {
 }
 
 void Supervisor::reconfigure(const config::Health& health, config::OnTargetDown on_target_down) {
-  prober_ = std::make_shared<Prober>(health);  // throws on bad TLS files: the caller validates first
+  prober_ =
+      std::make_shared<Prober>(health);  // throws on bad TLS files: the caller validates first
   health_ = health;
   on_target_down_ = on_target_down;
   for (auto& c : checkers_) {
@@ -299,7 +302,10 @@ void Supervisor::publish() {
                                                last_resort);
   if (current_->panic() != panic_) {
     panic_ = current_->panic();
-    remember({std::chrono::system_clock::now(), {}, panic_ ? "normal" : "panic", panic_ ? "panic" : "normal",
+    remember({std::chrono::system_clock::now(),
+              {},
+              panic_ ? "normal" : "panic",
+              panic_ ? "panic" : "normal",
               panic_ ? "no target is healthy" : "a target is healthy again"});
     if (panic_) {
       spdlog::error("panic mode: no target is healthy; trying every target in turn{}",

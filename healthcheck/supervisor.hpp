@@ -77,7 +77,8 @@ class Supervisor {
 
   // Replaces the target list: new targets start unknown and are checked at once; targets that stay
   // keep their state and counters; removed ones stop being checked. `first_master`, when it is not
-  // one of them, is the last resort of panic mode: never checked, tried after every target. Publishes.
+  // one of them, is the last resort of panic mode: never checked, tried after every target.
+  // Publishes.
   void set_targets(const std::vector<TargetSpec>& specs,
                    const std::optional<config::Address>& first_master = std::nullopt);
   // New health settings (a reload): a new prober for the next checks, rise/fall limits applied to

@@ -6,19 +6,26 @@ namespace apilb::healthcheck {
 
 std::string_view to_string(TargetState s) noexcept {
   switch (s) {
-    case TargetState::unknown: return "unknown";
-    case TargetState::up: return "up";
-    case TargetState::draining: return "draining";
-    case TargetState::down: return "down";
+    case TargetState::unknown:
+      return "unknown";
+    case TargetState::up:
+      return "up";
+    case TargetState::draining:
+      return "draining";
+    case TargetState::down:
+      return "down";
   }
   return "?";
 }
 
 std::string_view to_string(Origin o) noexcept {
   switch (o) {
-    case Origin::config: return "config";
-    case Origin::file: return "file";
-    case Origin::fallback: return "fallback";
+    case Origin::config:
+      return "config";
+    case Origin::file:
+      return "file";
+    case Origin::fallback:
+      return "fallback";
   }
   return "?";
 }

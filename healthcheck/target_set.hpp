@@ -46,8 +46,8 @@ struct Target {
 // snapshot it picked from alive (shared_ptr) so its Target stays valid.
 class TargetSet {
  public:
-  // `targets` in preference order (most recently healthy first): the order panic mode tries them in.
-  // `close_on_down`: connections to a target that is down in this snapshot are to be closed.
+  // `targets` in preference order (most recently healthy first): the order panic mode tries them
+  // in. `close_on_down`: connections to a target that is down in this snapshot are to be closed.
   // `last_resort` (first_master when it is not a target): tried after every target in panic mode,
   // and only then.
   TargetSet(std::uint64_t generation, std::vector<Target> targets, bool close_on_down,

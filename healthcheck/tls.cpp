@@ -22,7 +22,8 @@ namespace {
 namespace asio = boost::asio;
 namespace ssl = asio::ssl;
 
-[[noreturn]] void cannot_load(std::string_view name, const std::string& path, const std::string& why) {
+[[noreturn]] void cannot_load(std::string_view name, const std::string& path,
+                              const std::string& why) {
   throw std::runtime_error(std::string(name) + ": cannot load " + path + ": " + why);
 }
 
@@ -108,16 +109,27 @@ std::string ip_san(const ASN1_OCTET_STRING* s) {
 
 std::vector<std::string> subject_alt_names(X509* cert) {
   std::vector<std::string> sans;
-  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (names == nullptr) return sans;
   for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
     switch (name->type) {
-      case GEN_DNS: sans.push_back("DNS:" + asn1_text(name->d.dNSName)); break;
-      case GEN_IPADD: sans.push_back(ip_san(name->d.iPAddress)); break;
-      case GEN_EMAIL: sans.push_back("email:" + asn1_text(name->d.rfc822Name)); break;
-      case GEN_URI: sans.push_back("URI:" + asn1_text(name->d.uniformResourceIdentifier)); break;
-      default: sans.push_back("othername:(type " + std::to_string(name->type) + ")"); break;
+      case GEN_DNS:
+        sans.push_back("DNS:" + asn1_text(name->d.dNSName));
+        break;
+      case GEN_IPADD:
+        sans.push_back(ip_san(name->d.iPAddress));
+        break;
+      case GEN_EMAIL:
+        sans.push_back("email:" + asn1_text(name->d.rfc822Name));
+        break;
+      case GEN_URI:
+        sans.push_back("URI:" + asn1_text(name->d.uniformResourceIdentifier));
+        break;
+      default:
+        sans.push_back("othername:(type " + std::to_string(name->type) + ")");
+        break;
     }
   }
   GENERAL_NAMES_free(names);
@@ -134,7 +146,8 @@ std::string openssl_reason() {
   return code != 0 ? "OpenSSL error " + std::to_string(code) : "unknown OpenSSL error";
 }
 
-ssl::context make_client_context(const TlsFiles& files, PeerCheck check, const TlsFileNames& names) {
+ssl::context make_client_context(const TlsFiles& files, PeerCheck check,
+                                 const TlsFileNames& names) {
   ssl::context context(ssl::context::tls_client);
   SSL_CTX* ctx = context.native_handle();
   ERR_clear_error();
@@ -154,10 +167,12 @@ ssl::context make_client_context(const TlsFiles& files, PeerCheck check, const T
        [](SSL_CTX* c, const char* p) { return SSL_CTX_load_verify_locations(c, p, nullptr); });
   load(names[1], files.cert_file, SSL_CTX_use_certificate_chain_file);
   // Also checks the key against the certificate loaded above ("key values mismatch").
-  load(names[2], files.key_file,
-       [](SSL_CTX* c, const char* p) { return SSL_CTX_use_PrivateKey_file(c, p, SSL_FILETYPE_PEM); });
+  load(names[2], files.key_file, [](SSL_CTX* c, const char* p) {
+    return SSL_CTX_use_PrivateKey_file(c, p, SSL_FILETYPE_PEM);
+  });
   if (!files.cert_file.empty() && !files.key_file.empty() && SSL_CTX_check_private_key(ctx) != 1)
-    cannot_load(names[2], files.key_file, "does not match " + std::string(names[1]) + ": " + openssl_reason());
+    cannot_load(names[2], files.key_file,
+                "does not match " + std::string(names[1]) + ": " + openssl_reason());
   return context;
 }
 
@@ -179,13 +194,15 @@ bool dns_name_matches(std::string_view pattern_text, std::string_view name_text)
   if (!pattern.starts_with("*.")) return pattern.find('*') == std::string::npos && pattern == name;
   // "*.rest": rest must be a plain name, and the name's first label one non-empty label.
   const std::string_view rest = std::string_view(pattern).substr(2);
-  if (rest.empty() || rest.find('*') != std::string_view::npos || rest.starts_with('.')) return false;
+  if (rest.empty() || rest.find('*') != std::string_view::npos || rest.starts_with('.'))
+    return false;
   const auto dot = name.find('.');
   if (dot == 0 || dot == std::string::npos) return false;
   return std::string_view(name).substr(dot + 1) == rest;
 }
 
-std::optional<std::string> covering_san(const std::vector<std::string>& sans, std::string_view host) {
+std::optional<std::string> covering_san(const std::vector<std::string>& sans,
+                                        std::string_view host) {
   if (host.starts_with('[') && host.ends_with(']')) host = host.substr(1, host.size() - 2);
   const auto wanted_ip = ip_bytes(host);
   for (const std::string& san : sans) {

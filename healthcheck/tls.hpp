@@ -61,7 +61,8 @@ std::optional<CertificateSummary> peer_certificate(SSL* ssl);
 // (SSL_set1_host): check-san predicts what Go clients will accept, and OpenSSL differs from Go at
 // the edges (an IPv4-mapped IPv6 address, "*.com"). The probes verify as OpenSSL does because
 // OpenSSL is what they run.
-std::optional<std::string> covering_san(const std::vector<std::string>& sans, std::string_view host);
+std::optional<std::string> covering_san(const std::vector<std::string>& sans,
+                                        std::string_view host);
 
 // A DNS-ID against a name, RFC 6125 6.4: ASCII case-insensitive, one trailing dot ignored on
 // either; "*" matches exactly one non-empty label and only as the whole left-most label of a

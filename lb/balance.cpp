@@ -42,8 +42,10 @@ std::optional<std::uint32_t> Balancer::pick(const healthcheck::TargetSet& set,
       const std::size_t left = n - tried.size();
       if (left == 1) break;  // only one candidate: the scan below finds it
       std::uint32_t first = 0, second = 0;
-      do first = eligible[next_random() % n]; while (tried.contains(first));
-      do second = eligible[next_random() % n]; while (second == first || tried.contains(second));
+      do first = eligible[next_random() % n];
+      while (tried.contains(first));
+      do second = eligible[next_random() % n];
+      while (second == first || tried.contains(second));
       return load(second) < load(first) ? second : first;
     }
 

@@ -100,7 +100,8 @@ void Connection::start() {
   if (!pinned_ || pinned_->eligible().empty()) {
     w_.shared.failed.fetch_add(1, std::memory_order_relaxed);
     if (w_.shared.no_target.allow())
-      spdlog::error("no target configured: closing client connection{}", w_.shared.no_target.suppressed());
+      spdlog::error("no target configured: closing client connection{}",
+                    w_.shared.no_target.suppressed());
     abort();
     return;
   }
@@ -152,8 +153,8 @@ std::optional<std::uint32_t> Connection::believed_down() const noexcept {
 // and getsockopt after (measured: 3 of the 12 system calls this saves per new connection).
 Connection::Attempt Connection::open_and_connect(const Target& target, int& error) {
   const auto& ep = target.endpoint;
-  const int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                          IPPROTO_TCP);
+  const int fd =
+      ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
   if (fd < 0) return Attempt::shortage;
   set_nodelay(fd);
   report_unread(fd);
@@ -173,7 +174,8 @@ Connection::Attempt Connection::open_and_connect(const Target& target, int& erro
   }
   if (rc == 0) return Attempt::connected;
   const bool panic = pinned_->panic();
-  deadline = Clock::now() + (panic ? w_.settings.panic_connect_timeout : w_.settings.connect_timeout);
+  deadline =
+      Clock::now() + (panic ? w_.settings.panic_connect_timeout : w_.settings.connect_timeout);
   w_.watch_connect(*this);
   upstream_.wait_edge(w_.reactor, arm(connect_waiter_), kWriteEdge);
   return Attempt::waiting;
@@ -285,8 +287,9 @@ void Connection::replay() {
   const Target& lost = *target_;
   lost.stats->connect_failures.fetch_add(1, std::memory_order_relaxed);
   if (w_.shared.replays.allow())
-    spdlog::warn("{} closed a connection before answering: replaying its first {} bytes on another target{}",
-                 lost.name, flight_len_, w_.shared.replays.suppressed());
+    spdlog::warn(
+        "{} closed a connection before answering: replaying its first {} bytes on another target{}",
+        lost.name, flight_len_, w_.shared.replays.suppressed());
   if (w_.shared.on_connect_failure) w_.shared.on_connect_failure(lost, "closed before answering");
   leave_target();
   connect_waiter_ = 1;  // free: we are in its completion (dir 1 saw the close)
@@ -345,8 +348,8 @@ void Connection::abort() noexcept {
 void Connection::pump(int dir) {
   for (int steps = 0; steps < kStepsPerTurn; ++steps) {
     const Step step = replayable_ && dir == 0 ? hold_some()
-                      : half_[dir].splice       ? splice_some(dir)
-                                                : copy_some(dir);
+                      : half_[dir].splice     ? splice_some(dir)
+                                              : copy_some(dir);
     if (replayable_ && dir == 1 && (step == Step::eof || step == Step::error)) {
       // A FIN after the client's own FIN is the target's normal answer to it, not a failure.
       if (step == Step::error || !half_[0].ended) return replay();
@@ -509,7 +512,8 @@ Step Connection::hold_some() {
   flight_len_ += got;
   std::uint32_t sent = 0;
   while (sent < got) {
-    const ssize_t m = ::send(upstream_.native_handle(), at + sent, got - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    const ssize_t m =
+        ::send(upstream_.native_handle(), at + sent, got - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (m > 0) {
       sent += static_cast<std::uint32_t>(m);
     } else if (m < 0 && errno == EINTR) {
@@ -578,8 +582,9 @@ Step Connection::splice_some(int dir) {
   if (!pipe) return copy_some(dir);  // out of descriptors: one buffered step instead
   const int from = source(dir).native_handle();
   ssize_t n;
-  do n = ::splice(from, nullptr, pipe.write, nullptr, kSpliceChunk,
-                  SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  do
+    n = ::splice(from, nullptr, pipe.write, nullptr, kSpliceChunk,
+                 SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
   while (n < 0 && errno == EINTR);
   if (n <= 0) {
     const int err = errno;

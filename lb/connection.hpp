@@ -32,11 +32,11 @@ using PhaseHook =
 
 // A proxied connection: a callback-driven state machine (connect, then relay both ways) rather than
 // coroutines. Measured with 9,000 idle connections: the coroutine version held 20 heap blocks and
-// 5.4 KiB per connection (frames of serve, operator&&, two pumps, co_spawn entry points, cancellation
-// slots); now an idle connection holds this object (its two waiters inside) and two Asio
-// descriptor states: 0.83 KiB. Owned by itself: it deletes itself once it is closed and its last pending wait
-// has completed or been abandoned. Linked into its worker's list so the worker can close it;
-// touched only on its worker.
+// 5.4 KiB per connection (frames of serve, operator&&, two pumps, co_spawn entry points,
+// cancellation slots); now an idle connection holds this object (its two waiters inside) and two
+// Asio descriptor states: 0.83 KiB. Owned by itself: it deletes itself once it is closed and its
+// last pending wait has completed or been abandoned. Linked into its worker's list so the worker
+// can close it; touched only on its worker.
 class Connection : public AllHook {
  public:
   Connection(Worker& w, int fd, boost::asio::ip::tcp protocol);
@@ -79,7 +79,7 @@ class Connection : public AllHook {
     Pipe pipe;
     std::uint32_t pending = 0;  // bytes in `buffer` from `sent`, or in `pipe`, still to send
     std::uint32_t sent = 0;
-    std::uint64_t moved = 0;    // since the last flush to the target's counter
+    std::uint64_t moved = 0;  // since the last flush to the target's counter
     bool splice = false;
     bool ended = false;
   };
@@ -130,17 +130,17 @@ class Connection : public AllHook {
   Waiter<Connection> waiters_[2]{Waiter<Connection>(*this), Waiter<Connection>(*this)};
   healthcheck::TargetSetPtr pinned_;             // keeps target_ alive
   const healthcheck::Target* target_ = nullptr;  // the current attempt, then the connected target
-  Half half_[2];                    // [0] client -> upstream, [1] upstream -> client
+  Half half_[2];                                 // [0] client -> upstream, [1] upstream -> client
   Tried tried_;
   // The first flight: what the client sent before the target's first byte, read straight into a
   // pooled buffer (no copy) and kept so that a target that closes or resets before answering can
   // be replaced invisibly. Released at the target's first byte (commit) or past the bound.
   std::unique_ptr<char[]> flight_;
   std::uint32_t flight_len_ = 0;
-  bool replayable_ = false;         // not committed yet: a reset now is replayed elsewhere
-  bool moving_ = false;             // target_down() waits for dir 1's wait to end
+  bool replayable_ = false;  // not committed yet: a reset now is replayed elsewhere
+  bool moving_ = false;      // target_down() waits for dir 1's wait to end
   std::uint8_t connect_waiter_ = 0;
-  std::uint8_t busy_ = 0;           // bit i: waiters_[i] started and not completed yet
+  std::uint8_t busy_ = 0;  // bit i: waiters_[i] started and not completed yet
   bool closed_ = false;
   bool established_ = false;
   bool timed_out_ = false;

@@ -34,12 +34,12 @@ inline constexpr int kWriteEdge = Reactor::write_op;  // writable or error
 // connection. The relay only waits right after a read that left nothing behind, a send that found
 // the socket full, or a connect in progress, all in the same handler: the next edge is certain to
 // come, so queueing the operation on the descriptor is enough. The reactor calls perform() once at
-// once (the speculative attempt; `starting_` makes it decline, so the operation is queued without an
-// epoll_ctl) and again when an edge arrives (then it is done). Embedded in its owner: no allocation
-// per wait. A reactor operation is completed by the scheduler with the owner set, or destroyed with
-// the owner null when the io_context goes away with it still pending. The owner provides
-// woken(const Waiter&, error_code) (ec is operation_aborted when the wait was cancelled) and
-// abandoned(const Waiter&) (the io_context was destroyed with the wait pending).
+// once (the speculative attempt; `starting_` makes it decline, so the operation is queued without
+// an epoll_ctl) and again when an edge arrives (then it is done). Embedded in its owner: no
+// allocation per wait. A reactor operation is completed by the scheduler with the owner set, or
+// destroyed with the owner null when the io_context goes away with it still pending. The owner
+// provides woken(const Waiter&, error_code) (ec is operation_aborted when the wait was cancelled)
+// and abandoned(const Waiter&) (the io_context was destroyed with the wait pending).
 template <typename Owner>
 class Waiter : public boost::asio::detail::reactor_op {
  public:
@@ -79,9 +79,8 @@ class Waiter : public boost::asio::detail::reactor_op {
 // SOCK_NONBLOCK) and never duplicated. Plain assign() assumes neither and pays for it on every
 // connection: an ioctl(FIONBIO) before the first wait and an EPOLL_CTL_DEL before close (measured:
 // 4 of 25 system calls per new connection).
-class Socket
-    : public boost::asio::basic_stream_socket<boost::asio::ip::tcp,
-                                              boost::asio::io_context::executor_type> {
+class Socket : public boost::asio::basic_stream_socket<boost::asio::ip::tcp,
+                                                       boost::asio::io_context::executor_type> {
  public:
   using basic_stream_socket::basic_stream_socket;
 

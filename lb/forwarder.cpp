@@ -5,8 +5,8 @@
 #include "lb/socket_options.hpp"
 #include "lb/worker.hpp"
 
-#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -40,8 +40,8 @@ ForwarderSettings ForwarderSettings::from(const config::Config& c) {
   ForwarderSettings s;
   s.balance = c.balance;
   s.connect_timeout = c.upstream.connect_timeout;
-  s.panic_connect_timeout = std::min<config::Duration>(c.upstream.connect_timeout,
-                                                       std::chrono::milliseconds(500));
+  s.panic_connect_timeout =
+      std::min<config::Duration>(c.upstream.connect_timeout, std::chrono::milliseconds(500));
   s.retries = c.upstream.retries;
   s.replay = c.upstream.replay_first_flight;
   s.max_connections = c.limits.max_connections;
@@ -64,8 +64,8 @@ awaitable<void> Worker::accept_loop(std::unique_ptr<tcp::acceptor> owned) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     // Take every pending connection per wake-up: one epoll round trip for a burst.
     for (int i = 0; i < kAcceptBatch; ++i) {
-      const int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr,
-                               SOCK_NONBLOCK | SOCK_CLOEXEC);
+      const int fd =
+          ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         const int err = errno;
         if (err == EAGAIN || err == EWOULDBLOCK) break;
@@ -233,9 +233,8 @@ void Forwarder::stop_accepting() {
 }
 
 void Forwarder::close_all() {
-  asio::post(*worker_->io, [w = worker_.get()] {
-    w->for_each_connection([](Connection& c) { c.abort(); });
-  });
+  asio::post(*worker_->io,
+             [w = worker_.get()] { w->for_each_connection([](Connection& c) { c.abort(); }); });
 }
 
 void Forwarder::stop() { worker_->io->stop(); }

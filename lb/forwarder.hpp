@@ -41,7 +41,8 @@ struct ForwarderShared {
   std::atomic<std::uint64_t> replayed{0};    // first flights replayed on another target
   // Rate limits of the workers' error lines: at most one a second for the whole process.
   LogLimit accept_errors, connect_errors, no_target, over_limit, replays;
-  // Called on a worker thread after a failed connect; must be thread-safe (post to the control thread).
+  // Called on a worker thread after a failed connect; must be thread-safe (post to the control
+  // thread).
   std::function<void(const healthcheck::Target&, std::string_view reason)> on_connect_failure;
 };
 

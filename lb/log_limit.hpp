@@ -13,13 +13,15 @@ namespace apilb::lb {
 class LogLimit {
  public:
   using Clock = std::chrono::steady_clock;
-  explicit LogLimit(Clock::duration interval = std::chrono::seconds(1)) : interval_(interval.count()) {}
+  explicit LogLimit(Clock::duration interval = std::chrono::seconds(1))
+      : interval_(interval.count()) {}
 
   bool allow() noexcept {
     const Clock::rep now = Clock::now().time_since_epoch().count();
     Clock::rep last = last_.load(std::memory_order_relaxed);
     // One thread wins the slot; the others count themselves as suppressed.
-    if (now - last >= interval_ && last_.compare_exchange_strong(last, now, std::memory_order_relaxed))
+    if (now - last >= interval_ &&
+        last_.compare_exchange_strong(last, now, std::memory_order_relaxed))
       return true;
     suppressed_.fetch_add(1, std::memory_order_relaxed);
     return false;

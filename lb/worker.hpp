@@ -35,7 +35,8 @@ struct Worker {
     io.reset();
   }
 
-  boost::asio::awaitable<void> accept_loop(std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor);
+  boost::asio::awaitable<void> accept_loop(
+      std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor);
   void watch_connect(Connection& c);
   void arm_connect_timer(Clock::time_point at);
   void on_connect_timer();
@@ -48,8 +49,7 @@ struct Worker {
   }
 
   using PhaseList = boost::intrusive::list<
-      Connection,
-      boost::intrusive::member_hook<Connection, PhaseHook, &Connection::phase_hook>,
+      Connection, boost::intrusive::member_hook<Connection, PhaseHook, &Connection::phase_hook>,
       boost::intrusive::constant_time_size<false>>;
 
   ForwarderSettings settings;
@@ -78,7 +78,7 @@ struct Worker {
   bool connect_timer_armed = false;
   bool tune_timer_armed = false;
   std::vector<boost::asio::ip::tcp::acceptor*> acceptors;  // owned by their accept loops
-  config::Tcp listener_tcp;               // the control thread's copy, for listen()
+  config::Tcp listener_tcp;  // the control thread's copy, for listen()
 };
 
 }  // namespace apilb::lb

@@ -11,6 +11,7 @@ packages=(
   dpkg-dev file systemd keepalived python3-yaml   # packaging tests: cpack DEB, unit, VRRP, manifest
   bird2 python3                                    # BGP ECMP: tests/e2e/bgp_test.cpp, packaging/bgp
   clang libclang-rt-14-dev                         # fuzzers: tests/fuzz/run.sh
+  clang-format git                                 # scripts/check-format.sh
   help2man                                         # the man page, apiserver-lb(8), from --help
   prometheus                                       # promtool: alert rules, their tests, metrics lint
   chromium                                         # the status page's browser test

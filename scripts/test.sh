@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds apiserver-lb from scratch with ASan+UBSan (GCC, Debug) and runs the whole test suite.
+# Checks the formatting, builds apiserver-lb from scratch with ASan+UBSan (GCC, Debug) and runs
+# the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/check-format.sh
 cmake --preset asan >/dev/null
 cmake --build --preset asan
 ctest --preset asan "$@"

@@ -27,7 +27,9 @@ void pick_retry(benchmark::State& state, config::Balance policy) {
 BENCHMARK_CAPTURE(pick, least_connections, config::Balance::least_connections)->Arg(3)->Arg(50);
 BENCHMARK_CAPTURE(pick, round_robin, config::Balance::round_robin)->Arg(3)->Arg(50);
 BENCHMARK_CAPTURE(pick, random_two, config::Balance::random_two)->Arg(3)->Arg(50);
-BENCHMARK_CAPTURE(pick_retry, least_connections, config::Balance::least_connections)->Arg(3)->Arg(50);
+BENCHMARK_CAPTURE(pick_retry, least_connections, config::Balance::least_connections)
+    ->Arg(3)
+    ->Arg(50);
 BENCHMARK_CAPTURE(pick_retry, round_robin, config::Balance::round_robin)->Arg(3)->Arg(50);
 BENCHMARK_CAPTURE(pick_retry, random_two, config::Balance::random_two)->Arg(3)->Arg(50);
 

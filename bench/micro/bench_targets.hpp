@@ -12,9 +12,8 @@ namespace apilb::bench {
 
 // `n` targets 10.0.x.y:6443 in `state`, each with its own stats block and a spread of active
 // connections, so least_connections has something to compare.
-inline std::vector<healthcheck::Target> make_targets(std::size_t n,
-                                                     healthcheck::TargetState state =
-                                                         healthcheck::TargetState::up) {
+inline std::vector<healthcheck::Target> make_targets(
+    std::size_t n, healthcheck::TargetState state = healthcheck::TargetState::up) {
   std::vector<healthcheck::Target> out;
   out.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {

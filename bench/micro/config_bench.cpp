@@ -1,4 +1,5 @@
-// Config parsing: start-up, every SIGHUP, every `check-config`, and the feed on every inotify event.
+// Config parsing: start-up, every SIGHUP, every `check-config`, and the feed on every inotify
+// event.
 #include "config/config.hpp"
 #include "config/feed.hpp"
 

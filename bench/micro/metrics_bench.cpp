@@ -22,7 +22,8 @@ alignas(64) std::atomic<std::uint64_t> shared_counter{0};
 prometheus::Counter shared_prometheus;
 
 void worker_stats_add(benchmark::State& state) {
-  auto& counter = per_worker[static_cast<std::size_t>(state.thread_index()) % kMaxThreads].bytes_copied;
+  auto& counter =
+      per_worker[static_cast<std::size_t>(state.thread_index()) % kMaxThreads].bytes_copied;
   for (auto _ : state) lb::WorkerStats::add(counter, kChunk);
   benchmark::DoNotOptimize(counter.load(std::memory_order_relaxed));
 }

@@ -138,7 +138,8 @@ void relay_chunk(benchmark::State& state, Step step) {
       continue;
     }
     for (std::size_t moved = 0; moved < chunk;)
-      moved += step == Step::copy ? copy_step(buffers, in.b, out.a) : splice_step(pipes, in.b, out.a);
+      moved +=
+          step == Step::copy ? copy_step(buffers, in.b, out.a) : splice_step(pipes, in.b, out.a);
     read_exactly(out.b, sink.data(), chunk);
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * chunk));
@@ -150,8 +151,9 @@ BENCHMARK_CAPTURE(relay_chunk, splice, Step::splice)->Arg(128)->Arg(16384)->Arg(
 
 // What waiting for the next message costs the relay per message and direction, on top of the
 // recv + send that move it: the recv that finds the socket drained (EAGAIN; the relay now takes a
-// short read as drained, so it pays this only after a full buffer), and the EPOLL_CTL_MOD with which Asio's async_wait re-arms an edge-triggered descriptor
-// (a wait is never speculative, so every async_wait on an idle queue issues one).
+// short read as drained, so it pays this only after a full buffer), and the EPOLL_CTL_MOD with
+// which Asio's async_wait re-arms an edge-triggered descriptor (a wait is never speculative, so
+// every async_wait on an idle queue issues one).
 void wait_recv_eagain(benchmark::State& state) {
   TcpPair p;
   char b[64];
@@ -170,7 +172,8 @@ void wait_epoll_ctl_mod(benchmark::State& state) {
 }
 BENCHMARK(wait_epoll_ctl_mod);
 
-// The pools alone: what a relay step pays to hold a buffer or a pipe only while bytes are in flight.
+// The pools alone: what a relay step pays to hold a buffer or a pipe only while bytes are in
+// flight.
 void buffer_pool_take_give(benchmark::State& state) {
   lb::BufferPool pool(16 * 1024);
   pool.give(pool.take());

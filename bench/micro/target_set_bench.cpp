@@ -15,7 +15,8 @@ void build_snapshot(benchmark::State& state, healthcheck::TargetState first_stat
   std::uint64_t generation = 0;
   for (auto _ : state) {
     std::vector<healthcheck::Target> targets(checkers.begin(), checkers.end());
-    auto set = std::make_shared<const healthcheck::TargetSet>(++generation, std::move(targets), true);
+    auto set =
+        std::make_shared<const healthcheck::TargetSet>(++generation, std::move(targets), true);
     benchmark::DoNotOptimize(set);
   }
 }

@@ -90,7 +90,8 @@ int client(std::string_view target, int streams, double seconds, std::uint64_t b
       while (s.sent < quota) {
         // Checking the clock every 16 writes keeps it off the profile.
         if ((++n & 15) == 0 && Clock::now() >= deadline) break;
-        const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, quota - s.sent));
+        const std::size_t want =
+            static_cast<std::size_t>(std::min<std::uint64_t>(chunk, quota - s.sent));
         const ssize_t m = ::send(s.fd, buffer.data(), want, MSG_NOSIGNAL);
         if (m < 0 && errno == EINTR) continue;
         if (m <= 0) return;
@@ -126,9 +127,11 @@ int client(std::string_view target, int streams, double seconds, std::uint64_t b
 }
 
 int usage() {
-  std::fputs("usage: bulk server --listen IP:PORT\n"
-             "       bulk client --connect IP:PORT [--streams K] [--seconds S | --bytes N] [--chunk BYTES]\n",
-             stderr);
+  std::fputs(
+      "usage: bulk server --listen IP:PORT\n"
+      "       bulk client --connect IP:PORT [--streams K] [--seconds S | --bytes N] [--chunk "
+      "BYTES]\n",
+      stderr);
   return 2;
 }
 

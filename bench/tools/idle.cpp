@@ -112,7 +112,8 @@ void exchange(const std::vector<int>& fds, int ep, std::size_t size) {
     epoll_event ev{EPOLLIN, {.fd = fd}};
     ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
   }
-  std::vector<std::size_t> got(static_cast<std::size_t>(*std::max_element(fds.begin(), fds.end())) + 1);
+  std::vector<std::size_t> got(static_cast<std::size_t>(*std::max_element(fds.begin(), fds.end())) +
+                               1);
   std::size_t done = 0;
   std::vector<epoll_event> events(1024);
   char buffer[4096];
@@ -169,9 +170,10 @@ int client(std::string_view target, int count, int hold_max, std::size_t message
 }
 
 int usage() {
-  std::fputs("usage: idle server --listen IP:PORT\n"
-             "       idle client --connect IP:PORT --count N [--hold-max SECONDS] [--message BYTES]\n",
-             stderr);
+  std::fputs(
+      "usage: idle server --listen IP:PORT\n"
+      "       idle client --connect IP:PORT --count N [--hold-max SECONDS] [--message BYTES]\n",
+      stderr);
   return 2;
 }
 

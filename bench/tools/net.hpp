@@ -28,10 +28,12 @@ inline sockaddr_in parse_ipv4(std::string_view text) {
   addr.sin_family = AF_INET;
   const std::string host(text.substr(0, colon));
   if (colon == std::string_view::npos || ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    std::fprintf(stderr, "bad address %.*s (want IPv4:port)\n", static_cast<int>(text.size()), text.data());
+    std::fprintf(stderr, "bad address %.*s (want IPv4:port)\n", static_cast<int>(text.size()),
+                 text.data());
     std::exit(2);
   }
-  addr.sin_port = htons(static_cast<std::uint16_t>(std::atoi(std::string(text.substr(colon + 1)).c_str())));
+  addr.sin_port =
+      htons(static_cast<std::uint16_t>(std::atoi(std::string(text.substr(colon + 1)).c_str())));
   return addr;
 }
 
@@ -40,7 +42,8 @@ inline int listen_on(std::string_view text, int flags = 0) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 4096) != 0)
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(fd, 4096) != 0)
     die("listen on " + std::string(text));
   return fd;
 }

@@ -40,8 +40,12 @@ TEST(RenderMetrics, PerTargetFamiliesCarryTheTargetLabelLast) {
   EXPECT_TRUE(has_line(m, "apiserver_lb_target_up{target=\"10.0.0.11:6443\"} 1")) << m;
   EXPECT_TRUE(has_line(m, "apiserver_lb_connections_active{target=\"10.0.0.11:6443\"} 5")) << m;
   EXPECT_TRUE(has_line(m, "apiserver_lb_failovers_total{target=\"10.0.0.11:6443\"} 1")) << m;
-  EXPECT_TRUE(has_line(m, "apiserver_lb_bytes_total{direction=\"upstream\",target=\"10.0.0.11:6443\"} 100")) << m;
-  EXPECT_TRUE(has_line(m, "apiserver_lb_bytes_total{direction=\"downstream\",target=\"10.0.0.11:6443\"} 200")) << m;
+  EXPECT_TRUE(
+      has_line(m, "apiserver_lb_bytes_total{direction=\"upstream\",target=\"10.0.0.11:6443\"} 100"))
+      << m;
+  EXPECT_TRUE(has_line(
+      m, "apiserver_lb_bytes_total{direction=\"downstream\",target=\"10.0.0.11:6443\"} 200"))
+      << m;
   EXPECT_TRUE(has_line(m, "# TYPE apiserver_lb_bytes_total counter")) << m;
 }
 
@@ -53,12 +57,15 @@ TEST(RenderMetrics, ProcessWideFamiliesAndTheBugCounter) {
   EXPECT_TRUE(has_line(m, "apiserver_lb_relay_bytes_total{mode=\"splice\"} 4096")) << m;
   EXPECT_TRUE(has_line(m, "apiserver_lb_bugs_total 2")) << m;
   EXPECT_TRUE(has_line(m, "# TYPE process_open_fds gauge")) << m;
-  EXPECT_TRUE(has_line(m, "apiserver_lb_health_check_duration_seconds_count{target=\"10.0.0.11:6443\"} 1")) << m;
+  EXPECT_TRUE(
+      has_line(m, "apiserver_lb_health_check_duration_seconds_count{target=\"10.0.0.11:6443\"} 1"))
+      << m;
 }
 
 TEST(RenderStatus, BracketsIpv6ListenersAndRoundTripsIntoTheTable) {
   const std::string json = render_status_json(sample_view());
-  EXPECT_NE(json.find("\"listeners\":[\"[::1]:6443\",\"127.0.0.1:6443\"]"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"listeners\":[\"[::1]:6443\",\"127.0.0.1:6443\"]"), std::string::npos)
+      << json;
   bool ready = false;
   const auto table = render_status_table(json, &ready);
   ASSERT_TRUE(table);

@@ -45,7 +45,9 @@ TEST(CheckSan, ListsTheSansAndNamesTheIpSanThatCovers) {
   const auto apiserver = standin("DNS:kubernetes,IP:10.96.0.1,IP:10.0.0.100");
   const auto o = check_san({"--server", server_of(apiserver), "--address", "10.0.0.100:6443"});
   EXPECT_EQ(o.status, 0) << o.out << o.err;
-  EXPECT_NE(o.out.find("SANs (3):\n  DNS:kubernetes\n  IP:10.96.0.1\n  IP:10.0.0.100\n"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("SANs (3):\n  DNS:kubernetes\n  IP:10.96.0.1\n  IP:10.0.0.100\n"),
+            std::string::npos)
+      << o.out;
   EXPECT_NE(o.out.find("subject: CN=kube-apiserver\n"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("OK: 10.0.0.100 is covered by IP:10.0.0.100\n"), std::string::npos) << o.out;
 }
@@ -54,12 +56,15 @@ TEST(CheckSan, SaysExactlyWhichIpSanIsMissing) {
   const auto apiserver = standin("DNS:kubernetes,IP:10.0.0.100,DNS:10.0.0.200");
   const auto o = check_san({"--server", server_of(apiserver), "--address", "10.0.0.200"});
   EXPECT_EQ(o.status, 1) << o.out << o.err;
-  EXPECT_NE(o.out.find("MISSING: the certificate of " + server_of(apiserver) +
-                       " has no SAN for 10.0.0.200; add IP:10.0.0.200 to the apiserver certificate's SANs\n"),
-            std::string::npos)
+  EXPECT_NE(
+      o.out.find(
+          "MISSING: the certificate of " + server_of(apiserver) +
+          " has no SAN for 10.0.0.200; add IP:10.0.0.200 to the apiserver certificate's SANs\n"),
+      std::string::npos)
       << o.out;
-  EXPECT_NE(o.out.find("DNS:10.0.0.200 is there, but clients match an IP address only against IP SANs"),
-            std::string::npos)
+  EXPECT_NE(
+      o.out.find("DNS:10.0.0.200 is there, but clients match an IP address only against IP SANs"),
+      std::string::npos)
       << o.out;
 }
 
@@ -67,15 +72,20 @@ TEST(CheckSan, CoversANameWithAnExactOrWildcardDnsSan) {
   const auto apiserver = standin("DNS:api.example.com,DNS:*.lb.example.com");
   auto o = check_san({"--server", server_of(apiserver), "--address", "api.example.com:6443"});
   EXPECT_EQ(o.status, 0) << o.out << o.err;
-  EXPECT_NE(o.out.find("OK: api.example.com is covered by DNS:api.example.com\n"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("OK: api.example.com is covered by DNS:api.example.com\n"),
+            std::string::npos)
+      << o.out;
 
   o = check_san({"--server", server_of(apiserver), "--address=edge.lb.example.com"});
   EXPECT_EQ(o.status, 0) << o.out << o.err;
-  EXPECT_NE(o.out.find("OK: edge.lb.example.com is covered by DNS:*.lb.example.com\n"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("OK: edge.lb.example.com is covered by DNS:*.lb.example.com\n"),
+            std::string::npos)
+      << o.out;
 
   o = check_san({"--server", server_of(apiserver), "--address", "a.edge.lb.example.com"});
   EXPECT_EQ(o.status, 1) << o.out << o.err;
-  EXPECT_NE(o.out.find("has no SAN for a.edge.lb.example.com; add DNS:a.edge.lb.example.com to"), std::string::npos)
+  EXPECT_NE(o.out.find("has no SAN for a.edge.lb.example.com; add DNS:a.edge.lb.example.com to"),
+            std::string::npos)
       << o.out;
 }
 
@@ -103,12 +113,34 @@ TEST(CheckSan, ACertificateWithoutSansCoversNothing) {
 class CaSignedCertificate {
  public:
   explicit CaSignedCertificate(const std::string& sans) {
-    openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-             "-subj", "/CN=kubernetes", "-keyout", (dir_ / "ca.key").string(), "-out", ca().string()});
-    openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-             "-subj", "/CN=kube-apiserver", "-addext", "subjectAltName=" + sans, "-addext",
-             "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth", "-CA", ca().string(),
-             "-CAkey", (dir_ / "ca.key").string(), "-keyout", key().string(), "-out", cert().string()});
+    openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "2", "-subj", "/CN=kubernetes", "-keyout", (dir_ / "ca.key").string(), "-out",
+             ca().string()});
+    openssl({"req",
+             "-x509",
+             "-newkey",
+             "ec",
+             "-pkeyopt",
+             "ec_paramgen_curve:P-256",
+             "-nodes",
+             "-days",
+             "2",
+             "-subj",
+             "/CN=kube-apiserver",
+             "-addext",
+             "subjectAltName=" + sans,
+             "-addext",
+             "basicConstraints=critical,CA:FALSE",
+             "-addext",
+             "extendedKeyUsage=serverAuth",
+             "-CA",
+             ca().string(),
+             "-CAkey",
+             (dir_ / "ca.key").string(),
+             "-keyout",
+             key().string(),
+             "-out",
+             cert().string()});
   }
   std::filesystem::path ca() const { return dir_ / "ca.crt"; }
   std::filesystem::path cert() const { return dir_ / "apiserver.crt"; }
@@ -130,26 +162,33 @@ class CaSignedCertificate {
 };
 
 TEST(CheckSan, WithACaVerifiesTheChainAndReportsAFailureApart) {
-  if (CaSignedCertificate::tool().empty()) GTEST_SKIP() << "the openssl tool is not installed (apt-get install openssl)";
+  if (CaSignedCertificate::tool().empty())
+    GTEST_SKIP() << "the openssl tool is not installed (apt-get install openssl)";
   const CaSignedCertificate pki("DNS:kubernetes,IP:10.0.0.100,IP:127.0.0.1");
   const test::StandinProcess apiserver(APILB_STANDIN, test::StandinOptions("kube-apiserver")
-                                                          .with_arg("--cert").with_arg(pki.cert().string())
-                                                          .with_arg("--key").with_arg(pki.key().string()));
-  auto o = check_san({"--server", server_of(apiserver), "--address", "10.0.0.100", "--ca", pki.ca().string()});
+                                                          .with_arg("--cert")
+                                                          .with_arg(pki.cert().string())
+                                                          .with_arg("--key")
+                                                          .with_arg(pki.key().string()));
+  auto o = check_san(
+      {"--server", server_of(apiserver), "--address", "10.0.0.100", "--ca", pki.ca().string()});
   EXPECT_EQ(o.status, 0) << o.out << o.err;
   EXPECT_NE(o.out.find("issuer:  CN=kubernetes\n"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("OK: 10.0.0.100 is covered by IP:10.0.0.100\n"), std::string::npos) << o.out;
-  EXPECT_NE(o.out.find("TRUSTED: the chain of " + server_of(apiserver) + " verifies against " + pki.ca().string()),
+  EXPECT_NE(o.out.find("TRUSTED: the chain of " + server_of(apiserver) + " verifies against " +
+                       pki.ca().string()),
             std::string::npos)
       << o.out;
 
   // Another cluster's CA: the SANs still cover the address, the chain does not verify.
   const CaSignedCertificate other("IP:10.0.0.100");
-  o = check_san({"--server", server_of(apiserver), "--address", "10.0.0.100", "--ca", other.ca().string()});
+  o = check_san(
+      {"--server", server_of(apiserver), "--address", "10.0.0.100", "--ca", other.ca().string()});
   EXPECT_EQ(o.status, 1) << o.out << o.err;
   EXPECT_NE(o.out.find("OK: 10.0.0.100 is covered by IP:10.0.0.100\n"), std::string::npos) << o.out;
-  EXPECT_NE(o.out.find("UNTRUSTED: the certificate of " + server_of(apiserver) + " does not verify against " +
-                       other.ca().string() + ": unable to get local issuer certificate"),
+  EXPECT_NE(o.out.find("UNTRUSTED: the certificate of " + server_of(apiserver) +
+                       " does not verify against " + other.ca().string() +
+                       ": unable to get local issuer certificate"),
             std::string::npos)
       << o.out;
 }
@@ -158,12 +197,16 @@ TEST(CheckSan, ExitsTwoWhenNoTlsConnectionCanBeMade) {
   const test::RefusingTarget refusing;
   auto o = check_san({"--server", test::to_string(refusing.endpoint()), "--address", "10.0.0.1"});
   EXPECT_EQ(o.status, 2);
-  EXPECT_NE(o.err.find("cannot connect to " + test::to_string(refusing.endpoint())), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("cannot connect to " + test::to_string(refusing.endpoint())),
+            std::string::npos)
+      << o.err;
 
   const test::BlackholeTarget blackhole;  // accepts, never answers the ClientHello
-  o = check_san({"--server", test::to_string(blackhole.endpoint()), "--address", "10.0.0.1", "--timeout", "300ms"});
+  o = check_san({"--server", test::to_string(blackhole.endpoint()), "--address", "10.0.0.1",
+                 "--timeout", "300ms"});
   EXPECT_EQ(o.status, 2);
-  EXPECT_NE(o.err.find("no TLS handshake with " + test::to_string(blackhole.endpoint()) + " within 300ms"),
+  EXPECT_NE(o.err.find("no TLS handshake with " + test::to_string(blackhole.endpoint()) +
+                       " within 300ms"),
             std::string::npos)
       << o.err;
 }
@@ -174,17 +217,25 @@ TEST(CheckSan, ExitsTwoOnUsageErrors) {
   EXPECT_EQ(check_san({"--address", "10.0.0.1"}).status, 2);
   const auto o = check_san({"--server", "127.0.0.1:6443", "--address", "fd00::1"});
   EXPECT_EQ(o.status, 2);
-  EXPECT_NE(o.err.find("--address: \"fd00::1\": an IPv6 address must be in brackets"), std::string::npos) << o.err;
-  EXPECT_EQ(check_san({"--server", "127.0.0.1:6443", "--address", "10.0.0.1", "--bogus", "x"}).status, 2);
-  EXPECT_EQ(check_san({"--server", "127.0.0.1:6443", "--address", "10.0.0.1", "--timeout", "soon"}).status, 2);
+  EXPECT_NE(o.err.find("--address: \"fd00::1\": an IPv6 address must be in brackets"),
+            std::string::npos)
+      << o.err;
+  EXPECT_EQ(
+      check_san({"--server", "127.0.0.1:6443", "--address", "10.0.0.1", "--bogus", "x"}).status, 2);
+  EXPECT_EQ(check_san({"--server", "127.0.0.1:6443", "--address", "10.0.0.1", "--timeout", "soon"})
+                .status,
+            2);
   EXPECT_EQ(check_san({"--server", "127.0.0.1:6443", "--address"}).status, 2);
 }
 
 TEST(CheckSan, RefusesAnUnreadableCaFile) {
   const auto apiserver = standin("IP:10.0.0.1");
-  const auto o = check_san({"--server", server_of(apiserver), "--address", "10.0.0.1", "--ca", "/nonexistent/ca.crt"});
+  const auto o = check_san(
+      {"--server", server_of(apiserver), "--address", "10.0.0.1", "--ca", "/nonexistent/ca.crt"});
   EXPECT_EQ(o.status, 2);
-  EXPECT_NE(o.err.find("--ca: cannot load /nonexistent/ca.crt: No such file or directory"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("--ca: cannot load /nonexistent/ca.crt: No such file or directory"),
+            std::string::npos)
+      << o.err;
 }
 
 }  // namespace

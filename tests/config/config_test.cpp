@@ -420,10 +420,10 @@ TEST(ParseConfig, RejectsUnknownTopLevelKeyListingTheValidOnes) {
 }
 
 TEST(ParseConfig, RejectsUnknownNestedKeyWithPosition) {
-  EXPECT_EQ(
-      parse_error("health:\n  interval: 2s\n  intervall: 3s\n"),
-      "config.yaml:3:3: health: unknown key \"intervall\" (valid: mode, interval, down_interval, timeout, "
-      "rise, fall, path, ca_file, cert_file, key_file)");
+  EXPECT_EQ(parse_error("health:\n  interval: 2s\n  intervall: 3s\n"),
+            "config.yaml:3:3: health: unknown key \"intervall\" (valid: mode, interval, "
+            "down_interval, timeout, "
+            "rise, fall, path, ca_file, cert_file, key_file)");
   EXPECT_EQ(parse_error("admin: {port: 9445}\n"),
             "config.yaml:1:9: admin: unknown key \"port\" (valid: listen)");
   EXPECT_EQ(
@@ -527,7 +527,8 @@ TEST(ParseConfig, ReplaysTlsFirstFlightsByDefaultAndTakesTheOtherModes) {
   EXPECT_EQ(parsed("upstream: {replay_first_flight: never}\n").upstream.replay_first_flight,
             ReplayFirstFlight::never);
   EXPECT_EQ(parse_error("upstream:\n  replay_first_flight: sometimes\n"),
-            "config.yaml:2:24: upstream.replay_first_flight: \"sometimes\" is not one of tls, always, never");
+            "config.yaml:2:24: upstream.replay_first_flight: \"sometimes\" is not one of tls, "
+            "always, never");
 }
 
 TEST(Finalize, DownIntervalDefaultsToTheIntervalAndMustOutlastTheTimeout) {
@@ -699,11 +700,13 @@ TEST(ParseLogLevel, ReadsEachLevelAndNothingElse) {
 TEST(ParseConfig, RefusesDeeplyNestedYamlWithAnErrorInsteadOfOverflowingTheStack) {
   std::string dashes = "targets:\n";
   for (int i = 0; i < 20000; ++i) dashes += "- ";
-  for (const std::string& yaml : {std::string(100000, '['), "health: " + std::string(50000, '{'), dashes + "10.0.0.1\n"}) {
+  for (const std::string& yaml :
+       {std::string(100000, '['), "health: " + std::string(50000, '{'), dashes + "10.0.0.1\n"}) {
     const auto result = parse_config(yaml, "config.yaml");
     ASSERT_FALSE(result) << yaml.substr(0, 40);
     EXPECT_TRUE(result.error().message().starts_with("config.yaml:")) << result.error().message();
-    EXPECT_NE(result.error().message().find(": invalid YAML: nested too deeply ("), std::string::npos)
+    EXPECT_NE(result.error().message().find(": invalid YAML: nested too deeply ("),
+              std::string::npos)
         << result.error().message();
   }
 }

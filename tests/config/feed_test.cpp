@@ -313,11 +313,13 @@ TEST(UpdateFeed, LosesNoUpdateFromConcurrentWriters) {
 // As for the config file (see ParseConfig.RefusesDeeplyNestedYaml...): a feed is written by other
 // programs, and a runaway one must not crash the balancer that watches it.
 TEST(ParseFeed, RefusesDeeplyNestedYamlWithAnErrorInsteadOfOverflowingTheStack) {
-  for (const std::string& yaml : {"targets: " + std::string(100000, '['), "targets:\n  - " + std::string(50000, '{')}) {
+  for (const std::string& yaml :
+       {"targets: " + std::string(100000, '['), "targets:\n  - " + std::string(50000, '{')}) {
     const auto result = parse_feed(yaml, "targets.yaml");
     ASSERT_FALSE(result) << yaml.substr(0, 40);
     EXPECT_TRUE(result.error().message().starts_with("targets.yaml:")) << result.error().message();
-    EXPECT_NE(result.error().message().find(": invalid YAML: nested too deeply ("), std::string::npos)
+    EXPECT_NE(result.error().message().find(": invalid YAML: nested too deeply ("),
+              std::string::npos)
         << result.error().message();
   }
 }
@@ -342,22 +344,26 @@ TEST(AcceptFeed, TakesAValidFileAtStartAndAChangedOneLater) {
   const auto at_start = accept_feed({}, file_with("targets: [10.0.0.11]"), feed_config(), true);
   EXPECT_EQ(at_start.verdict, Verdict::take);
   EXPECT_EQ(at_start.next.targets, current.targets);
-  const auto changed = accept_feed(current, file_with("targets: [10.0.0.11, 10.0.0.12]"), feed_config(), false);
+  const auto changed =
+      accept_feed(current, file_with("targets: [10.0.0.11, 10.0.0.12]"), feed_config(), false);
   EXPECT_EQ(changed.verdict, Verdict::take);
   EXPECT_EQ(changed.next.targets.size(), 2u);
 }
 
 TEST(AcceptFeed, SameTargetsAfterStartChangeNothing) {
   const Feed current = parsed("targets: [10.0.0.11]");
-  EXPECT_EQ(accept_feed(current, file_with("targets:\n  - 10.0.0.11:6443\n"), feed_config(), false).verdict,
+  EXPECT_EQ(accept_feed(current, file_with("targets:\n  - 10.0.0.11:6443\n"), feed_config(), false)
+                .verdict,
             Verdict::unchanged);
   // At start the same list is still taken: nothing was applied yet.
-  EXPECT_EQ(accept_feed(current, file_with("targets: [10.0.0.11]"), feed_config(), true).verdict, Verdict::take);
+  EXPECT_EQ(accept_feed(current, file_with("targets: [10.0.0.11]"), feed_config(), true).verdict,
+            Verdict::take);
 }
 
 TEST(AcceptFeed, RefusesAFileThatDoesNotParseNamingWhere) {
   const Feed current = parsed("targets: [10.0.0.11]");
-  const Result<std::optional<Feed>> broken = parse_feed("targets: [10.0.0.11:99999]", "/etc/apiserver-lb/targets.yaml");
+  const Result<std::optional<Feed>> broken =
+      parse_feed("targets: [10.0.0.11:99999]", "/etc/apiserver-lb/targets.yaml");
   const auto d = accept_feed(current, broken, feed_config(), false);
   EXPECT_EQ(d.verdict, Verdict::refuse);
   EXPECT_NE(d.why.find("/etc/apiserver-lb/targets.yaml:1:"), std::string::npos) << d.why;
@@ -370,7 +376,8 @@ TEST(AcceptFeed, RefusesAnEmptyFileUnlessItSaysSoOnPurpose) {
   EXPECT_EQ(half_written.why,
             "/etc/apiserver-lb/targets.yaml is empty (write `targets: []` to empty it on purpose)");
   // Refused even with static targets beside it: an empty file is what a crashed writer leaves.
-  EXPECT_EQ(accept_feed(current, file_with(""), feed_config({{"10.0.0.1", 6443}}), false).verdict, Verdict::refuse);
+  EXPECT_EQ(accept_feed(current, file_with(""), feed_config({{"10.0.0.1", 6443}}), false).verdict,
+            Verdict::refuse);
   const auto on_purpose = accept_feed(current, file_with("targets: []"), feed_config(), false);
   EXPECT_EQ(on_purpose.verdict, Verdict::take);
   EXPECT_TRUE(on_purpose.next.targets.empty());
@@ -382,9 +389,11 @@ TEST(AcceptFeed, RefusesAVanishedFileOnlyWhenNothingElseWouldServe) {
   EXPECT_EQ(alone.verdict, Verdict::refuse);
   EXPECT_EQ(alone.why, "/etc/apiserver-lb/targets.yaml is gone and no other target is configured");
   // With static targets or first_master to fall back on, a removed file empties the feed's part.
-  EXPECT_EQ(accept_feed(current, no_file(), feed_config({{"10.0.0.1", 6443}}), false).verdict, Verdict::take);
-  EXPECT_EQ(accept_feed(current, no_file(), feed_config({}, Address{"10.0.0.1", 6443}), false).verdict,
+  EXPECT_EQ(accept_feed(current, no_file(), feed_config({{"10.0.0.1", 6443}}), false).verdict,
             Verdict::take);
+  EXPECT_EQ(
+      accept_feed(current, no_file(), feed_config({}, Address{"10.0.0.1", 6443}), false).verdict,
+      Verdict::take);
   // No feed before and none now: nothing to keep.
   EXPECT_EQ(accept_feed({}, no_file(), feed_config(), true).verdict, Verdict::take);
 }

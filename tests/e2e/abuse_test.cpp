@@ -7,12 +7,12 @@
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -85,7 +85,8 @@ bool checks_vptr(pid_t pid) {
   std::ifstream exe("/proc/" + std::to_string(pid) + "/exe", std::ios::binary);
   constexpr std::string_view kHandler = "__ubsan_handle_dynamic_type_cache_miss";
   std::string window;
-  for (std::string chunk(1 << 20, '\0'); exe.read(chunk.data(), chunk.size()) || exe.gcount() > 0;) {
+  for (std::string chunk(1 << 20, '\0');
+       exe.read(chunk.data(), chunk.size()) || exe.gcount() > 0;) {
     window.erase(0, window.size() > kHandler.size() ? window.size() - kHandler.size() : 0);
     window.append(chunk.data(), static_cast<std::size_t>(exe.gcount()));
     if (window.find(kHandler) != std::string::npos) return true;
@@ -99,8 +100,10 @@ bool checks_vptr(pid_t pid) {
 // after the churn test's warm-up and grew RSS by 5.9 MiB (no growth without ASan).
 SpawnOptions lean_asan() {
   const char* inherited = std::getenv("ASAN_OPTIONS");
-  const std::string options = inherited != nullptr && *inherited != '\0' ? std::string(inherited) + ":" : "";
-  return SpawnOptions().with_env("ASAN_OPTIONS=" + options + "quarantine_size_mb=1:thread_local_quarantine_size_kb=64");
+  const std::string options =
+      inherited != nullptr && *inherited != '\0' ? std::string(inherited) + ":" : "";
+  return SpawnOptions().with_env("ASAN_OPTIONS=" + options +
+                                 "quarantine_size_mb=1:thread_local_quarantine_size_kb=64");
 }
 
 // apiserver-lb with a config file in a temp dir and its admin API on a free loopback port.
@@ -128,11 +131,14 @@ class Balancer {
   }
   bool wait_state(const tcp::endpoint& target, const std::string& state) {
     const std::string needle = "\"address\":\"" + to_string(target) + "\",\"origin\":\"";
-    return wait_until([&] {
-      const std::string s = status();
-      const auto at = s.find(needle);
-      return at != std::string::npos && s.compare(s.find("\"state\":\"", at) + 9, state.size() + 1, state + '"') == 0;
-    }, kDeadline, 20ms);
+    return wait_until(
+        [&] {
+          const std::string s = status();
+          const auto at = s.find(needle);
+          return at != std::string::npos &&
+                 s.compare(s.find("\"state\":\"", at) + 9, state.size() + 1, state + '"') == 0;
+        },
+        kDeadline, 20ms);
   }
   std::size_t count_in_log(std::string_view needle) {
     const std::string log = lb_->process().log();
@@ -159,12 +165,14 @@ struct Exchanges {
   }
 };
 
-Exchanges exchanges(const tcp::endpoint& lb, int n, std::string_view payload = "GET /api/v1/nodes") {
+Exchanges exchanges(const tcp::endpoint& lb, int n,
+                    std::string_view payload = "GET /api/v1/nodes") {
   Exchanges out;
   for (int i = 0; i < n; ++i) {
     const auto start = steady_clock::now();
     const auto r = fetch(lb, payload, 5s, AfterSend::shut_down_write);
-    out.ms.push_back(std::chrono::duration<double, std::milli>(steady_clock::now() - start).count());
+    out.ms.push_back(
+        std::chrono::duration<double, std::milli>(steady_clock::now() - start).count());
     if (r.error || r.data != payload) ++out.errors;
   }
   return out;
@@ -180,16 +188,18 @@ class Pushers {
       sockets_.back().non_blocking(true);
     }
   }
-  // Writes on every socket until none has taken a byte for `stall`; calls `sample` after each round.
-  // Returns the bytes the kernel took.
-  std::uint64_t push_until_stuck(std::chrono::milliseconds stall, std::chrono::milliseconds deadline,
+  // Writes on every socket until none has taken a byte for `stall`; calls `sample` after each
+  // round. Returns the bytes the kernel took.
+  std::uint64_t push_until_stuck(std::chrono::milliseconds stall,
+                                 std::chrono::milliseconds deadline,
                                  const std::function<void()>& sample) {
     const std::string chunk(256 * 1024, 'x');
     const auto until = steady_clock::now() + deadline;
     while (steady_clock::now() < until) {
       for (auto& s : sockets_) {
         for (;;) {
-          const ssize_t n = ::send(s.native_handle(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+          const ssize_t n =
+              ::send(s.native_handle(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
           if (n <= 0) break;
           pushed_ += static_cast<std::uint64_t>(n);
         }
@@ -236,14 +246,16 @@ TEST(Abuse, FiveThousandSilentConnectionsLeaveNormalClientsTheirLatency) {
   const auto during = exchanges(lb.endpoint(), 200);
 
   const double kib_per_idle = double(idle_after.rss_kib - idle_before.rss_kib) / kSilent;
-  std::printf("silent connections: %d opened and relayed in %lld ms; balancer %lld -> %lld KiB RSS "
-              "(%.2f KiB each), %d -> %d fds\n",
-              kSilent, opened_ms, idle_before.rss_kib, idle_after.rss_kib, kib_per_idle, idle_before.fds,
-              idle_after.fds);
-  std::printf("normal clients: before p50 %.2f ms p99 %.2f ms max %.2f ms; with %d silent p50 %.2f ms "
-              "p99 %.2f ms max %.2f ms; errors %d\n",
-              before.percentile(0.5), before.percentile(0.99), before.percentile(1), kSilent,
-              during.percentile(0.5), during.percentile(0.99), during.percentile(1), during.errors);
+  std::printf(
+      "silent connections: %d opened and relayed in %lld ms; balancer %lld -> %lld KiB RSS "
+      "(%.2f KiB each), %d -> %d fds\n",
+      kSilent, opened_ms, idle_before.rss_kib, idle_after.rss_kib, kib_per_idle, idle_before.fds,
+      idle_after.fds);
+  std::printf(
+      "normal clients: before p50 %.2f ms p99 %.2f ms max %.2f ms; with %d silent p50 %.2f ms "
+      "p99 %.2f ms max %.2f ms; errors %d\n",
+      before.percentile(0.5), before.percentile(0.99), before.percentile(1), kSilent,
+      during.percentile(0.5), during.percentile(0.99), during.percentile(1), during.errors);
   EXPECT_EQ(before.errors, 0);
   EXPECT_EQ(during.errors, 0);
   // Latency on a shared machine is noisy: the median is the figure, the tail only a sanity bound.
@@ -262,13 +274,13 @@ TEST(Abuse, ABackendThatNeverReadsCannotMakeTheBalancerBufferWithoutBound) {
   const Usage before = lb.usage();
   long long peak_kib = before.rss_kib;
   Pushers pushers(lb.endpoint(), 16);
-  const std::uint64_t pushed = pushers.push_until_stuck(500ms, 15s, [&] {
-    peak_kib = std::max(peak_kib, lb.usage().rss_kib);
-  });
+  const std::uint64_t pushed = pushers.push_until_stuck(
+      500ms, 15s, [&] { peak_kib = std::max(peak_kib, lb.usage().rss_kib); });
   peak_kib = std::max(peak_kib, lb.usage().rss_kib);
-  std::printf("backend never reads: 16 clients pushed %.1f MiB before every path was full; balancer RSS "
-              "%lld KiB -> peak %lld KiB (+%lld KiB)\n",
-              double(pushed) / (1 << 20), before.rss_kib, peak_kib, peak_kib - before.rss_kib);
+  std::printf(
+      "backend never reads: 16 clients pushed %.1f MiB before every path was full; balancer RSS "
+      "%lld KiB -> peak %lld KiB (+%lld KiB)\n",
+      double(pushed) / (1 << 20), before.rss_kib, peak_kib, peak_kib - before.rss_kib);
   EXPECT_GT(pushed, 16u * 256 * 1024);  // the kernel took a fair amount before it pushed back
   // At most a relay buffer per direction and connection, whatever the clients send.
   EXPECT_LT(peak_kib - before.rss_kib, 8 * 1024);
@@ -283,15 +295,15 @@ TEST(Abuse, AClientThatNeverReadsItsResponsesCannotMakeTheBalancerBufferWithoutB
   const Usage before = lb.usage();
   long long peak_kib = before.rss_kib;
   Pushers pushers(lb.endpoint(), 16);
-  const std::uint64_t pushed = pushers.push_until_stuck(500ms, 15s, [&] {
-    peak_kib = std::max(peak_kib, lb.usage().rss_kib);
-  });
+  const std::uint64_t pushed = pushers.push_until_stuck(
+      500ms, 15s, [&] { peak_kib = std::max(peak_kib, lb.usage().rss_kib); });
   peak_kib = std::max(peak_kib, lb.usage().rss_kib);
   const auto others = exchanges(lb.endpoint(), 50);
-  std::printf("clients never read: 16 clients pushed %.1f MiB before every path was full; balancer RSS "
-              "%lld KiB -> peak %lld KiB (+%lld KiB); other clients meanwhile: %d errors, p99 %.2f ms\n",
-              double(pushed) / (1 << 20), before.rss_kib, peak_kib, peak_kib - before.rss_kib, others.errors,
-              others.percentile(0.99));
+  std::printf(
+      "clients never read: 16 clients pushed %.1f MiB before every path was full; balancer RSS "
+      "%lld KiB -> peak %lld KiB (+%lld KiB); other clients meanwhile: %d errors, p99 %.2f ms\n",
+      double(pushed) / (1 << 20), before.rss_kib, peak_kib, peak_kib - before.rss_kib,
+      others.errors, others.percentile(0.99));
   EXPECT_GT(pushed, 16u * 256 * 1024);
   EXPECT_LT(peak_kib - before.rss_kib, 8 * 1024);
   EXPECT_LT(double(peak_kib - before.rss_kib) * 1024, 0.05 * double(pushed));
@@ -305,8 +317,10 @@ TEST(Abuse, RunningOutOfFileDescriptorsRefusesNewClientsQuietlyAndRecovers) {
   Balancer lb({"--target", to_string(a.endpoint()), "--target", to_string(b.endpoint())},
               "threads: 2\nhealth: { interval: 200ms, timeout: 100ms }\n");
   if (checks_vptr(lb.pid()))
-    GTEST_SKIP() << "apiserver-lb was built with UBSan's vptr check, which aborts falsely once no file "
-                    "descriptor is left (it needs a pipe); build with -fno-sanitize=vptr (the asan preset does)";
+    GTEST_SKIP()
+        << "apiserver-lb was built with UBSan's vptr check, which aborts falsely once no file "
+           "descriptor is left (it needs a pipe); build with -fno-sanitize=vptr (the asan preset "
+           "does)";
   ASSERT_TRUE(lb.wait_state(a.endpoint(), "up"));
   ASSERT_TRUE(lb.wait_state(b.endpoint(), "up"));
   // Established connections (watches) from before the shortage, one on each target.
@@ -332,7 +346,9 @@ TEST(Abuse, RunningOutOfFileDescriptorsRefusesNewClientsQuietlyAndRecovers) {
   ASSERT_EQ(::prlimit(lb.pid(), RLIMIT_NOFILE, &files, nullptr), 0) << std::strerror(errno);
 
   // Idle clients, each relayed (two descriptors), until the balancer says it is out.
-  const auto out_of_fds = [&] { return lb.process().log().find("Too many open files", lines_before) != std::string::npos; };
+  const auto out_of_fds = [&] {
+    return lb.process().log().find("Too many open files", lines_before) != std::string::npos;
+  };
   std::vector<tcp::socket> hogs;
   const auto exhausting = steady_clock::now();
   while (!out_of_fds() && hogs.size() < kLimit / 2) {
@@ -363,10 +379,12 @@ TEST(Abuse, RunningOutOfFileDescriptorsRefusesNewClientsQuietlyAndRecovers) {
   // Free the descriptors: new clients get through again.
   const auto freeing = steady_clock::now();
   hogs.clear();
-  const bool recovered = wait_until([&] {
-    const auto r = fetch(lb.endpoint(), "back", 1s, AfterSend::shut_down_write);
-    return !r.error && r.data == "back";
-  }, kDeadline, 1ms);
+  const bool recovered = wait_until(
+      [&] {
+        const auto r = fetch(lb.endpoint(), "back", 1s, AfterSend::shut_down_write);
+        return !r.error && r.data == "back";
+      },
+      kDeadline, 1ms);
   const auto recovery_ms = ms_since(freeing);
 
   const std::string log = lb.process().log().substr(lines_before);
@@ -376,13 +394,16 @@ TEST(Abuse, RunningOutOfFileDescriptorsRefusesNewClientsQuietlyAndRecovers) {
     return n;
   };
   const std::size_t lines = static_cast<std::size_t>(std::ranges::count(log, '\n'));
-  std::printf("fd exhaustion (RLIMIT_NOFILE %d, %d fds before): full after %zu idle clients in %lld ms; new "
-              "clients while out: %d of %d served, the others saw \"%s\"; %zu log lines (%zu \"Too many open "
-              "files\", %zu targets marked down) in %.1f s out; %d of 2 established watches survived; "
-              "recovered %lld ms after the fds were freed\n",
-              static_cast<int>(kLimit), baseline.fds, hog_count, ms_since(exhausting) - ms_since(exhausted),
-              served_while_out, tries, what_new_clients_saw.message().c_str(), lines, count("Too many open files"),
-              count("-> down"), out_seconds, watches_alive, recovery_ms);
+  std::printf(
+      "fd exhaustion (RLIMIT_NOFILE %d, %d fds before): full after %zu idle clients in %lld ms; "
+      "new "
+      "clients while out: %d of %d served, the others saw \"%s\"; %zu log lines (%zu \"Too many "
+      "open "
+      "files\", %zu targets marked down) in %.1f s out; %d of 2 established watches survived; "
+      "recovered %lld ms after the fds were freed\n",
+      static_cast<int>(kLimit), baseline.fds, hog_count, ms_since(exhausting) - ms_since(exhausted),
+      served_while_out, tries, what_new_clients_saw.message().c_str(), lines,
+      count("Too many open files"), count("-> down"), out_seconds, watches_alive, recovery_ms);
   // The busiest second: how many lines, of each kind, one log timestamp's second held at most.
   std::map<std::string, std::map<std::string, int>> per_second;  // second -> kind -> lines
   std::istringstream lines_in(log);
@@ -399,12 +420,14 @@ TEST(Abuse, RunningOutOfFileDescriptorsRefusesNewClientsQuietlyAndRecovers) {
   for (const auto& [second, kinds] : per_second)
     for (const auto& [kind, n] : kinds)
       if (n > busiest) busiest = n, busiest_kind = kind;
-  std::printf("fd exhaustion: at most %d lines of one kind in one second (\"%s\"); the log while out:\n%s", busiest,
-              busiest_kind.c_str(), log.c_str());
+  std::printf(
+      "fd exhaustion: at most %d lines of one kind in one second (\"%s\"); the log while out:\n%s",
+      busiest, busiest_kind.c_str(), log.c_str());
   EXPECT_TRUE(recovered) << log;
   EXPECT_LT(recovery_ms, 2000);
-  EXPECT_LE(busiest, 1) << "more than one line a second (the limit is the process's, not a worker's): "
-                        << busiest_kind;
+  EXPECT_LE(busiest, 1)
+      << "more than one line a second (the limit is the process's, not a worker's): "
+      << busiest_kind;
   // A shortage of our own descriptors says nothing about the targets: they stay up, their
   // connections stay open, and the log says so once a second per kind, not per event.
   EXPECT_EQ(count("-> down"), 0u) << log;
@@ -438,7 +461,8 @@ TEST(Abuse, ATargetsFileReplacedByGarbageAnEmptyFileOrADirectoryKeepsTheLastGood
   std::string garbage(4096, '\0');
   std::ranges::generate(garbage, [&] { return static_cast<char>(random()); });
   const auto refused = [&](std::size_t n) {
-    return wait_until([&] { return lb.count_in_log("keeping the last good list (1 targets)") >= n; }, kDeadline);
+    return wait_until(
+        [&] { return lb.count_in_log("keeping the last good list (1 targets)") >= n; }, kDeadline);
   };
   replace(garbage);
   ASSERT_TRUE(refused(1)) << lb.process().log();
@@ -446,9 +470,11 @@ TEST(Abuse, ATargetsFileReplacedByGarbageAnEmptyFileOrADirectoryKeepsTheLastGood
   ASSERT_TRUE(refused(2)) << lb.process().log();
   fs::remove(feed);
   fs::create_directory(feed);
-  ASSERT_TRUE(wait_until([&] { return lb.process().log().find("Is a directory") != std::string::npos; }, kDeadline))
+  ASSERT_TRUE(wait_until(
+      [&] { return lb.process().log().find("Is a directory") != std::string::npos; }, kDeadline))
       << lb.process().log();
-  EXPECT_EQ(lb.count_in_log("targets_file " + feed.string() + ": "), 1u) << "only the first list was taken";
+  EXPECT_EQ(lb.count_in_log("targets_file " + feed.string() + ": "), 1u)
+      << "only the first list was taken";
   ASSERT_TRUE(wait_until([&] { return done > 20; }, kDeadline));
   EXPECT_TRUE(lb.wait_state(a.endpoint(), "up"));
 
@@ -461,9 +487,11 @@ TEST(Abuse, ATargetsFileReplacedByGarbageAnEmptyFileOrADirectoryKeepsTheLastGood
   load.request_stop();
   load.join();
   const double feed_errors = lb.metric("apiserver_lb_target_feed_errors_total");
-  std::printf("targets file: garbage, empty, gone, a directory: %.0f refusals, the last good list kept; "
-              "%d of %d client exchanges failed meanwhile; a good file was applied %lld ms after it appeared\n",
-              feed_errors, failures.load(), done.load(), applied_ms);
+  std::printf(
+      "targets file: garbage, empty, gone, a directory: %.0f refusals, the last good list kept; "
+      "%d of %d client exchanges failed meanwhile; a good file was applied %lld ms after it "
+      "appeared\n",
+      feed_errors, failures.load(), done.load(), applied_ms);
   EXPECT_GE(feed_errors, 3);
   EXPECT_EQ(failures, 0);
   EXPECT_TRUE(lb.process().running());
@@ -471,10 +499,12 @@ TEST(Abuse, ATargetsFileReplacedByGarbageAnEmptyFileOrADirectoryKeepsTheLastGood
 
 TEST(Abuse, SigtermDuringHeavyLoadDrainsAcceptedConnectionsAndExitsZero) {
   EchoBackend backend;
-  Balancer lb({"--target", to_string(backend.endpoint())}, std::string("drain_timeout: 5s\n") + kFastHealth);
+  Balancer lb({"--target", to_string(backend.endpoint())},
+              std::string("drain_timeout: 5s\n") + kFastHealth);
   ASSERT_TRUE(lb.wait_state(backend.endpoint(), "up"));
   const std::string payload(32 * 1024, 'p');
-  std::atomic<int> completed{0}, refused{0}, reset_before_data{0}, closed_before_data{0}, truncated{0}, other{0};
+  std::atomic<int> completed{0}, refused{0}, reset_before_data{0}, closed_before_data{0},
+      truncated{0}, other{0};
   std::atomic<bool> sigterm_sent{false};
   std::atomic<int> completed_after_sigterm{0};
   std::vector<std::jthread> clients;
@@ -507,13 +537,18 @@ TEST(Abuse, SigtermDuringHeavyLoadDrainsAcceptedConnectionsAndExitsZero) {
   const auto drain_ms = ms_since(sigterm);
   for (auto& c : clients) c.request_stop();
   clients.clear();
-  std::printf("SIGTERM under load (8 clients, 32 KiB echoes): exit %d after %lld ms; %d exchanges completed "
-              "(%d finished after SIGTERM), %d refused after the listener closed, %d reset in the accept queue, "
-              "%d closed unserved, %d truncated, %d other\n",
-              status.value_or(-1), drain_ms, completed.load(), completed_after_sigterm.load(), refused.load(),
-              reset_before_data.load(), closed_before_data.load(), truncated.load(), other.load());
+  std::printf(
+      "SIGTERM under load (8 clients, 32 KiB echoes): exit %d after %lld ms; %d exchanges "
+      "completed "
+      "(%d finished after SIGTERM), %d refused after the listener closed, %d reset in the accept "
+      "queue, "
+      "%d closed unserved, %d truncated, %d other\n",
+      status.value_or(-1), drain_ms, completed.load(), completed_after_sigterm.load(),
+      refused.load(), reset_before_data.load(), closed_before_data.load(), truncated.load(),
+      other.load());
   EXPECT_EQ(status, 0) << lb.process().log();
-  EXPECT_LT(drain_ms, 5000) << "in-flight exchanges are short: the drain must not wait for drain_timeout";
+  EXPECT_LT(drain_ms, 5000)
+      << "in-flight exchanges are short: the drain must not wait for drain_timeout";
   EXPECT_EQ(closed_before_data, 0);
   EXPECT_EQ(truncated, 0);
   EXPECT_EQ(other, 0);
@@ -532,7 +567,8 @@ TEST(Abuse, ConnectionChurnWithFlappingTargetsLeaksNoDescriptorOrMemory) {
   // Churn: new connections in a loop, small exchanges and bulk ones (64 KiB: splice and its pipes).
   std::atomic<int> done{0}, failures{0};
   // Runs for `length`, and until `at_least` connections were made in all (with a deadline).
-  const auto churn = [&](int clients, std::chrono::milliseconds length, int flaps, int at_least = 0) {
+  const auto churn = [&](int clients, std::chrono::milliseconds length, int flaps,
+                         int at_least = 0) {
     std::vector<std::jthread> load;
     for (int i = 0; i < clients; ++i)
       load.emplace_back([&, i](std::stop_token stop) {
@@ -550,12 +586,14 @@ TEST(Abuse, ConnectionChurnWithFlappingTargetsLeaksNoDescriptorOrMemory) {
       flapper.emplace(flapping);
       ASSERT_TRUE(lb.wait_state(flapping, "up"));
     }
-    wait_until([&] { return steady_clock::now() - start >= length && done >= at_least; }, length + 20s, 50ms);
+    wait_until([&] { return steady_clock::now() - start >= length && done >= at_least; },
+               length + 20s, 50ms);
   };
   // Back to rest: no client, every target up, nothing relayed.
   const auto settle = [&] {
     return lb.wait_state(flapping, "up") &&
-           wait_until([&] { return lb.metric("apiserver_lb_client_connections_active") == 0; }, kDeadline, 20ms);
+           wait_until([&] { return lb.metric("apiserver_lb_client_connections_active") == 0; },
+                      kDeadline, 20ms);
   };
 
   // Warm up: pools, caches and the allocator reach their working size. By count as well as time:
@@ -564,13 +602,17 @@ TEST(Abuse, ConnectionChurnWithFlappingTargetsLeaksNoDescriptorOrMemory) {
   churn(4, 1500ms, 2, 1500);
   if (HasFatalFailure()) return;
   ASSERT_TRUE(settle());
-  // A health check's socket may be open at any one moment: the baseline is the least of a few looks.
-  const auto others = [](const Usage& u) { return u.fds - u.sockets - u.pipes; };  // epoll, timers, files
+  // A health check's socket may be open at any one moment: the baseline is the least of a few
+  // looks.
+  const auto others = [](const Usage& u) {
+    return u.fds - u.sockets - u.pipes;
+  };  // epoll, timers, files
   Usage baseline = lb.usage();
   for (int i = 0; i < 10; ++i) {
     std::this_thread::sleep_for(20ms);  // spacing between samples, not a synchronisation
     const Usage now = lb.usage();
-    if (now.sockets < baseline.sockets || (now.sockets == baseline.sockets && others(now) < others(baseline)))
+    if (now.sockets < baseline.sockets ||
+        (now.sockets == baseline.sockets && others(now) < others(baseline)))
       baseline = now;
   }
   const int warm_up = done;
@@ -581,17 +623,21 @@ TEST(Abuse, ConnectionChurnWithFlappingTargetsLeaksNoDescriptorOrMemory) {
   const auto churn_ms = ms_since(measured);
   ASSERT_TRUE(settle());
   // Sockets of closed connections may take a moment to be released: wait for them, with a deadline.
-  const bool sockets_back = wait_until([&] { return lb.usage().sockets <= baseline.sockets; }, 5s, 20ms);
+  const bool sockets_back =
+      wait_until([&] { return lb.usage().sockets <= baseline.sockets; }, 5s, 20ms);
   const Usage after = lb.usage();
-  std::printf("churn with a flapping target: %d connections in %lld ms after a %d-connection warm-up "
-              "(%d failed, most of them cut when the target went down); balancer sockets %d -> %d, "
-              "pipes %d -> %d, fds %d -> %d, RSS %lld -> %lld KiB (%+lld KiB)\n",
-              done.load() - warm_up, churn_ms, warm_up, failures.load(), baseline.sockets, after.sockets,
-              baseline.pipes, after.pipes, baseline.fds, after.fds, baseline.rss_kib, after.rss_kib,
-              after.rss_kib - baseline.rss_kib);
-  EXPECT_TRUE(sockets_back) << "sockets leaked: " << after.sockets << " now, " << baseline.sockets << " before";
+  std::printf(
+      "churn with a flapping target: %d connections in %lld ms after a %d-connection warm-up "
+      "(%d failed, most of them cut when the target went down); balancer sockets %d -> %d, "
+      "pipes %d -> %d, fds %d -> %d, RSS %lld -> %lld KiB (%+lld KiB)\n",
+      done.load() - warm_up, churn_ms, warm_up, failures.load(), baseline.sockets, after.sockets,
+      baseline.pipes, after.pipes, baseline.fds, after.fds, baseline.rss_kib, after.rss_kib,
+      after.rss_kib - baseline.rss_kib);
+  EXPECT_TRUE(sockets_back) << "sockets leaked: " << after.sockets << " now, " << baseline.sockets
+                            << " before";
   EXPECT_LE(after.pipes, baseline.pipes + 2 * 2 * 4) << "pipes beyond the pools' working set";
-  EXPECT_LE(others(after), others(baseline)) << "descriptors that are neither sockets nor pipes leaked";
+  EXPECT_LE(others(after), others(baseline))
+      << "descriptors that are neither sockets nor pipes leaked";
   EXPECT_LT(after.rss_kib - baseline.rss_kib, 4 * 1024);
   EXPECT_GT(done - warm_up, 200);
   EXPECT_TRUE(lb.process().running());
@@ -621,13 +667,15 @@ TEST(Abuse, NoClientInputMakesTheBalancerConnectAnywhereButItsTarget) {
   std::vector<std::string> inputs{
       "CONNECT " + bait_at + " HTTP/1.1\r\nHost: " + bait_at + "\r\n\r\n",
       "GET http://" + bait_at + "/api HTTP/1.1\r\nHost: " + bait_at + "\r\n\r\n",
-      "PROXY TCP4 127.0.0.1 127.0.0.1 40000 " + std::to_string(bait_port) + "\r\nGET / HTTP/1.1\r\n\r\n",
+      "PROXY TCP4 127.0.0.1 127.0.0.1 40000 " + std::to_string(bait_port) +
+          "\r\nGET / HTTP/1.1\r\n\r\n",
       "PROXY TCP6 ::1 ::1 40000 " + std::to_string(bait_port) + "\r\n",
       proxy_v2_to(bait_port) + "GET / HTTP/1.1\r\n\r\n",
       // SOCKS5: no authentication, then CONNECT 127.0.0.1:bait.
-      std::string("\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01", 11) + static_cast<char>(bait_port >> 8) +
-          static_cast<char>(bait_port & 0xff),
-      "GET / HTTP/1.1\r\nHost: " + bait_at + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+      std::string("\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01", 11) +
+          static_cast<char>(bait_port >> 8) + static_cast<char>(bait_port & 0xff),
+      "GET / HTTP/1.1\r\nHost: " + bait_at +
+          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
   };
   std::mt19937 random(42);
   for (int i = 0; i < 100; ++i) {
@@ -640,13 +688,15 @@ TEST(Abuse, NoClientInputMakesTheBalancerConnectAnywhereButItsTarget) {
     const auto r = fetch(lb.endpoint(), input, kDeadline, AfterSend::shut_down_write);
     if (!r.error && r.data == input) ++transparent;  // relayed untouched, answered by the target
   }
-  const double to_target = lb.metric("apiserver_lb_connections_total{target=\"" + to_string(target.endpoint()) + "\"}");
+  const double to_target =
+      lb.metric("apiserver_lb_connections_total{target=\"" + to_string(target.endpoint()) + "\"}");
   const std::string status = lb.status();
-  std::printf("steering attempts (CONNECT, absolute URI, PROXY v1/v2, SOCKS5, Upgrade, %zu random): "
-              "%d of %zu relayed untouched to the target; the target counted %.0f connections, the "
-              "address they named got %llu\n",
-              inputs.size() - 7, transparent, inputs.size(), to_target,
-              static_cast<unsigned long long>(bait.accepted()));
+  std::printf(
+      "steering attempts (CONNECT, absolute URI, PROXY v1/v2, SOCKS5, Upgrade, %zu random): "
+      "%d of %zu relayed untouched to the target; the target counted %.0f connections, the "
+      "address they named got %llu\n",
+      inputs.size() - 7, transparent, inputs.size(), to_target,
+      static_cast<unsigned long long>(bait.accepted()));
   EXPECT_EQ(transparent, static_cast<int>(inputs.size()));
   EXPECT_EQ(to_target, static_cast<double>(inputs.size()));
   EXPECT_EQ(bait.accepted(), 0u);

@@ -12,8 +12,8 @@
 #include <fstream>
 #include <map>
 #include <regex>
-#include <sstream>
 #include <set>
+#include <sstream>
 
 namespace apilb::test {
 namespace {
@@ -26,7 +26,8 @@ constexpr auto kDeadline = 10s;
 // apiserver-lb with its admin API on a free loopback port.
 class Admin {
  public:
-  explicit Admin(std::vector<std::string> args, std::string config = "health: { interval: 200ms, timeout: 100ms }\n")
+  explicit Admin(std::vector<std::string> args,
+                 std::string config = "health: { interval: 200ms, timeout: 100ms }\n")
       : port_(free_port()) {
     args.insert(args.begin(), {"--config", dir_.write("config.yaml", config).string(), "--admin",
                                "127.0.0.1:" + std::to_string(port_)});
@@ -48,7 +49,8 @@ using Samples = std::map<std::string, double>;
 // Checks `text` against the Prometheus text format (0.0.4) rules we rely on; returns the samples.
 Samples parse_exposition(const std::string& text) {
   static const std::regex help(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+)");
-  static const std::regex type(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
+  static const std::regex type(
+      R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
   static const std::regex sample(
       R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*\})? ([-+0-9.eE]+|\+Inf|-Inf|NaN))");
   std::map<std::string, std::string> types;
@@ -80,8 +82,9 @@ Samples parse_exposition(const std::string& text) {
           family = family.substr(0, family.size() - std::strlen(suffix));
       EXPECT_TRUE(types.contains(family)) << "sample before its TYPE: " << line;
       const std::string value = m[4];
-      samples[std::string(m[1]) + std::string(m[2])] =
-          value == "+Inf" ? INFINITY : value == "-Inf" ? -INFINITY : std::stod(value);
+      samples[std::string(m[1]) + std::string(m[2])] = value == "+Inf"   ? INFINITY
+                                                       : value == "-Inf" ? -INFINITY
+                                                                         : std::stod(value);
     }
   }
   return samples;
@@ -115,16 +118,19 @@ TEST(Admin, StatusShowsEveryTargetWithStateLastCheckAndConnections) {
   EchoBackend up;
   RefusingTarget down;
   Admin a({"--target", to_string(up.endpoint()), "--target", to_string(down.endpoint())});
-  ASSERT_TRUE(wait_until([&] { return a.get("/status").body.find("\"state\":\"up\"") != std::string::npos; }, kDeadline));
+  ASSERT_TRUE(wait_until(
+      [&] { return a.get("/status").body.find("\"state\":\"up\"") != std::string::npos; },
+      kDeadline));
   ASSERT_EQ(fetch(a.lb().endpoint(), "ping", kDeadline, AfterSend::shut_down_write).data, "ping");
   const auto r = a.get("/status");
   EXPECT_EQ(r.status, 200);
   EXPECT_NE(r.head.find("Content-Type: application/json"), std::string::npos) << r.head;
   for (const std::string& needle :
-       {"\"address\":\"" + to_string(up.endpoint()) + "\"", "\"address\":\"" + to_string(down.endpoint()) + "\"",
-        std::string("\"state\":\"down\""), std::string("\"reason\":\"connection refused\""),
-        std::string("\"origin\":\"config\""), std::string("\"balance\":\"least_connections\""),
-        std::string("\"connections_total\":1"), std::string("\"ready\":true"), std::string("\"last_check\":{")})
+       {"\"address\":\"" + to_string(up.endpoint()) + "\"",
+        "\"address\":\"" + to_string(down.endpoint()) + "\"", std::string("\"state\":\"down\""),
+        std::string("\"reason\":\"connection refused\""), std::string("\"origin\":\"config\""),
+        std::string("\"balance\":\"least_connections\""), std::string("\"connections_total\":1"),
+        std::string("\"ready\":true"), std::string("\"last_check\":{")})
     EXPECT_NE(r.body.find(needle), std::string::npos) << needle << " in " << r.body;
 }
 
@@ -138,22 +144,31 @@ TEST(Admin, MetricsFollowTheExpositionFormatAndMoveWithTrafficAndFailures) {
   EXPECT_EQ(sample(before, "apiserver_lb_panic_mode"), 0);
   EXPECT_GE(sample(before, "process_open_fds"), 1);
   EXPECT_GT(sample(before, "process_resident_memory_bytes"), 0);
-  EXPECT_GT(sample(before, "apiserver_lb_health_check_duration_seconds_count{target=\"" + target + "\"}"), 0);
+  EXPECT_GT(
+      sample(before, "apiserver_lb_health_check_duration_seconds_count{target=\"" + target + "\"}"),
+      0);
 
   for (int i = 0; i < 3; ++i)
-    ASSERT_EQ(fetch(a.lb().endpoint(), "12345", kDeadline, AfterSend::shut_down_write).data, "12345");
+    ASSERT_EQ(fetch(a.lb().endpoint(), "12345", kDeadline, AfterSend::shut_down_write).data,
+              "12345");
   const auto after = parse_exposition(a.get("/metrics").body);
   EXPECT_EQ(sample(after, "apiserver_lb_connections_total{target=\"" + target + "\"}"), 3);
-  EXPECT_EQ(sample(after, "apiserver_lb_bytes_total{direction=\"upstream\",target=\"" + target + "\"}"), 15);
-  EXPECT_EQ(sample(after, "apiserver_lb_bytes_total{direction=\"downstream\",target=\"" + target + "\"}"), 15);
+  EXPECT_EQ(
+      sample(after, "apiserver_lb_bytes_total{direction=\"upstream\",target=\"" + target + "\"}"),
+      15);
+  EXPECT_EQ(
+      sample(after, "apiserver_lb_bytes_total{direction=\"downstream\",target=\"" + target + "\"}"),
+      15);
 
   backend->stop();
-  ASSERT_TRUE(wait_until([&] {
-    const auto s = parse_exposition(a.get("/metrics").body);
-    return sample(s, "apiserver_lb_target_up{target=\"" + target + "\"}") == 0 &&
-           sample(s, "apiserver_lb_panic_mode") == 1 &&
-           sample(s, "apiserver_lb_failovers_total{target=\"" + target + "\"}") == 1;
-  }, kDeadline));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto s = parse_exposition(a.get("/metrics").body);
+        return sample(s, "apiserver_lb_target_up{target=\"" + target + "\"}") == 0 &&
+               sample(s, "apiserver_lb_panic_mode") == 1 &&
+               sample(s, "apiserver_lb_failovers_total{target=\"" + target + "\"}") == 1;
+      },
+      kDeadline));
 }
 
 TEST(Admin, HeadAnswersLikeGetWithoutABodyAndUnknownPathsAre404) {
@@ -175,14 +190,18 @@ TEST(Admin, IsReadOnlyAndNeverShowsTheHealthCheckKey) {
   const std::string key{std::istreambuf_iterator<char>(key_in), {}};
   ASSERT_NE(key.find("PRIVATE KEY"), std::string::npos);
   const std::string yaml = "health: { mode: https, interval: 300ms, timeout: 300ms, ca_file: \"" +
-                           master.cert_file().string() + "\", cert_file: \"" + master.cert_file().string() +
-                           "\", key_file: \"" + master.key_file().string() + "\" }\n";
+                           master.cert_file().string() + "\", cert_file: \"" +
+                           master.cert_file().string() + "\", key_file: \"" +
+                           master.key_file().string() + "\" }\n";
   Admin a({"--target", to_string(master.endpoint()), "--log-level", "debug"}, yaml);
-  ASSERT_TRUE(wait_until([&] { return a.get("/status").body.find("\"state\":\"up\"") != std::string::npos; },
-                         kDeadline)) << a.get("/status").body << a.lb().process().log();
+  ASSERT_TRUE(wait_until(
+      [&] { return a.get("/status").body.find("\"state\":\"up\"") != std::string::npos; },
+      kDeadline))
+      << a.get("/status").body << a.lb().process().log();
   for (const char* method : {"POST", "PUT", "DELETE", "PATCH"})
     for (const char* path : {"/status", "/metrics", "/readyz", "/healthz"})
-      EXPECT_EQ(http_request(a.admin(), method, path, kDeadline).status, 405) << method << " " << path;
+      EXPECT_EQ(http_request(a.admin(), method, path, kDeadline).status, 405)
+          << method << " " << path;
   EXPECT_NE(a.get("/status").body.find("\"state\":\"up\""), std::string::npos) << "nothing changed";
 
   a.lb().process().send_signal(SIGHUP);  // a reload logs the settings it takes
@@ -199,7 +218,8 @@ TEST(Admin, IsReadOnlyAndNeverShowsTheHealthCheckKey) {
 TEST(Admin, AHugeRequestIsCutOffAndForwardingCarriesOn) {
   EchoBackend backend;
   Admin a({"--target", to_string(backend.endpoint())});
-  const std::string huge = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + std::string(1 << 20, 'a') + "\r\n\r\n";
+  const std::string huge =
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + std::string(1 << 20, 'a') + "\r\n\r\n";
   const auto r = fetch(a.admin(), huge, kDeadline);
   EXPECT_NE(r.data.find("431"), std::string::npos) << r.data.substr(0, 200);
   EXPECT_EQ(fetch(a.lb().endpoint(), "still", kDeadline, AfterSend::shut_down_write).data, "still");
@@ -224,7 +244,8 @@ TEST(Admin, AThousandIdleAdminConnectionsDoNotDisturbForwarding) {
   }
   for (int i = 0; i < 20; ++i) {
     const auto started = std::chrono::steady_clock::now();
-    ASSERT_EQ(fetch(a.lb().endpoint(), "through", kDeadline, AfterSend::shut_down_write).data, "through");
+    ASSERT_EQ(fetch(a.lb().endpoint(), "through", kDeadline, AfterSend::shut_down_write).data,
+              "through");
     EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);
   }
   EXPECT_TRUE(a.lb().process().running());

@@ -6,11 +6,11 @@
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <csignal>
@@ -35,7 +35,8 @@ constexpr auto kCloseBound = 1s;
 // passes TLS through, the stand-ins are self-signed). Knows which stand-in answered.
 class TlsClient {
  public:
-  explicit TlsClient(const tcp::endpoint& ep) : context_(ssl::context::tls_client), stream_(io_, context_) {
+  explicit TlsClient(const tcp::endpoint& ep)
+      : context_(ssl::context::tls_client), stream_(io_, context_) {
     stream_.lowest_layer().connect(ep);
     stream_.handshake(ssl::stream_base::client);
   }
@@ -78,9 +79,9 @@ class Cluster {
   std::size_t mark() { return lb_->process().log().size(); }
   // Waits for the balancer to log `address(i) ... -> state` after `from` (a mark()) and returns
   // when it saw it.
-  std::optional<steady_clock::time_point> wait_state(int i, const std::string& state,
-                                                    std::size_t from = 0,
-                                                    std::chrono::milliseconds deadline = kDeadline) {
+  std::optional<steady_clock::time_point> wait_state(
+      int i, const std::string& state, std::size_t from = 0,
+      std::chrono::milliseconds deadline = kDeadline) {
     return test::wait_state(lb_->process(), address(i), state, from, nullptr, deadline);
   }
   void wait_all_up() {
@@ -121,7 +122,8 @@ TEST(Failover, ACrashedMasterStopsGettingConnectionsWithinTheBoundAndNoClientFai
   const auto killed = steady_clock::now();
   const auto down = c.wait_state(2, "down", from);
   ASSERT_TRUE(down) << c.lb().process().log();
-  std::printf("crash: marked down %lld ms after SIGKILL (interval 1s, fall 2)\n", ms(*down - killed));
+  std::printf("crash: marked down %lld ms after SIGKILL (interval 1s, fall 2)\n",
+              ms(*down - killed));
   EXPECT_LE(*down - killed, kDetectionBound);
 
   const auto total = load.total();
@@ -175,8 +177,9 @@ TEST(Failover, PanicModeKeepsTryingAndTrafficFlowsAsSoonAsOneMasterReturns) {
   ASSERT_TRUE(wait_until([&] { return who_plain(c.lb().endpoint()) == "m3"; }, kDeadline));
   std::printf("panic: first successful request %lld ms after a master came back\n",
               ms(steady_clock::now() - restarted));
-  EXPECT_TRUE(wait_until([&] { return c.lb().process().log().find("panic mode over", from) != std::string::npos; },
-                         kDeadline));
+  EXPECT_TRUE(wait_until(
+      [&] { return c.lb().process().log().find("panic mode over", from) != std::string::npos; },
+      kDeadline));
 }
 
 TEST(Failover, PanicModeTriesFirstMasterLastWhenItIsNotATarget) {
@@ -186,10 +189,12 @@ TEST(Failover, PanicModeTriesFirstMasterLastWhenItIsNotATarget) {
   StandinProcess first_master(APILB_STANDIN, o);
   Cluster c(false, std::string(kTcpChecks), {"--first-master", to_string(first_master.endpoint())});
   c.wait_all_up();
-  for (int i = 0; i < 6; ++i) EXPECT_NE(who_plain(c.lb().endpoint()), "first") << "healthy targets come first";
+  for (int i = 0; i < 6; ++i)
+    EXPECT_NE(who_plain(c.lb().endpoint()), "first") << "healthy targets come first";
 
   for (int i = 1; i <= 3; ++i) c.kill(i);
-  ASSERT_TRUE(c.lb().process().wait_for_log("then first_master " + to_string(first_master.endpoint()), kDeadline))
+  ASSERT_TRUE(c.lb().process().wait_for_log(
+      "then first_master " + to_string(first_master.endpoint()), kDeadline))
       << c.lb().process().log();
   EXPECT_EQ(who_plain(c.lb().endpoint()), "first") << c.lb().process().log();
 }
@@ -264,16 +269,19 @@ TEST(Failover, AMasterWithACertificateFromAnotherCaIsDownWithAReasonThatSaysSo) 
   o.name = "stranger";
   StandinProcess stranger(APILB_STANDIN, o);
   TempDir dir;
-  const auto config = dir.write("config.yaml",
-                                "health: { mode: https, interval: 1s, timeout: 500ms, ca_file: " +
-                                    trusted.cert_file().string() + " }\n");
+  const auto config =
+      dir.write("config.yaml", "health: { mode: https, interval: 1s, timeout: 500ms, ca_file: " +
+                                   trusted.cert_file().string() + " }\n");
   LbProcess lb({"--config", config.string(), "--target", to_string(trusted.endpoint()), "--target",
                 to_string(stranger.endpoint())});
-  EXPECT_TRUE(lb.process().wait_for_log(to_string(trusted.endpoint()) + " (config): unknown -> up", kDeadline))
+  EXPECT_TRUE(lb.process().wait_for_log(to_string(trusted.endpoint()) + " (config): unknown -> up",
+                                        kDeadline))
       << lb.process().log();
-  ASSERT_TRUE(lb.process().wait_for_log(to_string(stranger.endpoint()) + " (config): unknown -> down", kDeadline))
+  ASSERT_TRUE(lb.process().wait_for_log(
+      to_string(stranger.endpoint()) + " (config): unknown -> down", kDeadline))
       << lb.process().log();
-  EXPECT_NE(lb.process().log().find("certificate verify failed"), std::string::npos) << lb.process().log();
+  EXPECT_NE(lb.process().log().find("certificate verify failed"), std::string::npos)
+      << lb.process().log();
 }
 
 }  // namespace

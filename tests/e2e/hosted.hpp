@@ -34,10 +34,12 @@ class HostedMaster {
   void start() {
     process_.reset();
     auto argv = host_.run_in();
-    argv.insert(argv.end(), {APILB_STANDIN, "--listen", to_string(endpoint()), "--name", name_, "--plain"});
+    argv.insert(argv.end(),
+                {APILB_STANDIN, "--listen", to_string(endpoint()), "--name", name_, "--plain"});
     process_.emplace(argv.front(), std::vector<std::string>(argv.begin() + 1, argv.end()));
     if (!process_->wait_for_log(" listening on ", std::chrono::seconds(10)))
-      throw std::runtime_error(name_ + " did not start in " + host_.name() + ":\n" + process_->log());
+      throw std::runtime_error(name_ + " did not start in " + host_.name() + ":\n" +
+                               process_->log());
   }
   TestHost& host() { return host_; }
   ChildProcess& process() { return *process_; }
@@ -46,7 +48,7 @@ class HostedMaster {
 
  private:
   std::string name_;
-  TestHost host_;                        // declared before the process: it goes last
+  TestHost host_;  // declared before the process: it goes last
   std::optional<ChildProcess> process_;
 };
 
@@ -90,7 +92,8 @@ inline std::string who_plain(const tcp::endpoint& lb,
 class Loads {
  public:
   Loads(const tcp::endpoint& lb, int threads) {
-    for (int i = 0; i < threads; ++i) loads_.push_back(std::make_unique<Load>([lb] { return who_plain(lb); }));
+    for (int i = 0; i < threads; ++i)
+      loads_.push_back(std::make_unique<Load>([lb] { return who_plain(lb); }));
   }
   void stop() {
     for (auto& load : loads_) load->stop();
@@ -107,7 +110,8 @@ class Loads {
       auto some = load->since(after);
       all.insert(all.end(), some.begin(), some.end());
     }
-    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.started < b.started; });
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return a.started < b.started; });
     return all;
   }
 
@@ -124,17 +128,21 @@ inline std::optional<std::chrono::steady_clock::time_point> wait_state(
     std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
   const std::string needle = address + " (config): ";
   const std::string arrow = "-> " + state + ": ";
-  const bool seen = wait_until([&] {
-    const std::string log = process.log();
-    for (auto at = log.find(needle, from); at != std::string::npos; at = log.find(needle, at + 1)) {
-      const std::string line = log.substr(at, log.find('\n', at) - at);
-      if (const auto to = line.find(arrow); to != std::string::npos) {
-        if (why) *why = line.substr(to + arrow.size(), line.rfind(" (was ") - to - arrow.size());
-        return true;
-      }
-    }
-    return false;
-  }, deadline, std::chrono::milliseconds(2));
+  const bool seen = wait_until(
+      [&] {
+        const std::string log = process.log();
+        for (auto at = log.find(needle, from); at != std::string::npos;
+             at = log.find(needle, at + 1)) {
+          const std::string line = log.substr(at, log.find('\n', at) - at);
+          if (const auto to = line.find(arrow); to != std::string::npos) {
+            if (why)
+              *why = line.substr(to + arrow.size(), line.rfind(" (was ") - to - arrow.size());
+            return true;
+          }
+        }
+        return false;
+      },
+      deadline, std::chrono::milliseconds(2));
   if (!seen) return std::nullopt;
   return std::chrono::steady_clock::now();
 }

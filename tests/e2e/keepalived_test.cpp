@@ -24,8 +24,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -97,7 +97,9 @@ auto in_namespace(const std::string& ns, F fn) {
 // them, also when the test failed. Declare it before the processes that run inside.
 class Segment {
  public:
-  Segment() : ip_(find_program("ip")), prefix_(std::string(kNamespacePrefix) + std::to_string(::getpid()) + "-") {
+  Segment()
+      : ip_(find_program("ip")),
+        prefix_(std::string(kNamespacePrefix) + std::to_string(::getpid()) + "-") {
     if (ip_.empty()) throw std::runtime_error("no `ip` program (iproute2)");
     delete_stale();
     add_namespace("switch");
@@ -118,21 +120,26 @@ class Segment {
   // A host at 10.77.0.<octet>/24 on the bridge.
   void add_host(const std::string& host, int octet) {
     add_namespace(host);
-    ip({"link", "add", "eth0", "netns", ns(host), "type", "veth", "peer", "name", host, "netns", ns("switch")});
+    ip({"link", "add", "eth0", "netns", ns(host), "type", "veth", "peer", "name", host, "netns",
+        ns("switch")});
     ip({"-n", ns("switch"), "link", "set", host, "master", "br0"});
     ip({"-n", ns("switch"), "link", "set", host, "up"});
-    ip({"-n", ns(host), "addr", "add", std::string(kSubnet) + std::to_string(octet) + "/24", "dev", "eth0"});
+    ip({"-n", ns(host), "addr", "add", std::string(kSubnet) + std::to_string(octet) + "/24", "dev",
+        "eth0"});
     ip({"-n", ns(host), "link", "set", "eth0", "up"});
   }
 
   std::string ns(const std::string& host) const { return prefix_ + host; }
   // argv prefix running a program in `host`'s namespace (`ip netns exec` execs it: same pid).
-  std::vector<std::string> run_in(const std::string& host) const { return {ip_.string(), "netns", "exec", ns(host)}; }
+  std::vector<std::string> run_in(const std::string& host) const {
+    return {ip_.string(), "netns", "exec", ns(host)};
+  }
   const fs::path& ip_program() const { return ip_; }
 
   // True when `address` is configured on `host`'s eth0.
   bool has_address(const std::string& host, std::string_view address) const {
-    const auto r = run_command({ip_.string(), "-n", ns(host), "-o", "-4", "addr", "show", "dev", "eth0"});
+    const auto r =
+        run_command({ip_.string(), "-n", ns(host), "-o", "-4", "addr", "show", "dev", "eth0"});
     return r.output.find("inet " + std::string(address) + "/") != std::string::npos;
   }
 
@@ -200,7 +207,8 @@ class KeptConnection {
     socklen_t length = sizeof error;
     if (::poll(&p, 1, static_cast<int>(deadline.count())) == 1)
       ::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &length);
-    if (error != 0) throw std::system_error(error, std::generic_category(), "connect " + to_string(endpoint));
+    if (error != 0)
+      throw std::system_error(error, std::generic_category(), "connect " + to_string(endpoint));
   }
   KeptConnection(const KeptConnection&) = delete;
   KeptConnection& operator=(const KeptConnection&) = delete;
@@ -209,7 +217,9 @@ class KeptConnection {
   // GET / on this connection: the stand-in's name, or "" when the connection failed.
   std::string who(std::chrono::milliseconds deadline) {
     const std::string request = "GET / HTTP/1.1\r\nHost: apiserver\r\n\r\n";
-    if (::send(fd_, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) return "";
+    if (::send(fd_, request.data(), request.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(request.size()))
+      return "";
     std::string data;
     const auto until = steady_clock::now() + deadline;
     for (;;) {
@@ -224,7 +234,8 @@ class KeptConnection {
           return body;
         }
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - steady_clock::now());
       pollfd p{fd_, POLLIN, 0};
       if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1) return "";
       char buffer[4096];
@@ -272,12 +283,15 @@ class KeepalivedPair : public testing::Test {
   static constexpr const char* kHosts[] = {"lb1", "lb2"};
 
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root: it creates network namespaces, a bridge and veth pairs";
+    if (::geteuid() != 0)
+      GTEST_SKIP() << "needs root: it creates network namespaces, a bridge and veth pairs";
     keepalived_ = find_program("keepalived");
     if (keepalived_.empty())
-      GTEST_SKIP() << "keepalived is not installed (scripts/install-deps.sh installs it: apt-get install keepalived)";
+      GTEST_SKIP() << "keepalived is not installed (scripts/install-deps.sh installs it: apt-get "
+                      "install keepalived)";
     curl_ = find_program("curl");
-    if (curl_.empty()) GTEST_SKIP() << "curl is not installed (the track script of the template uses it)";
+    if (curl_.empty())
+      GTEST_SKIP() << "curl is not installed (the track script of the template uses it)";
     const passwd* nobody = ::getpwnam("nobody");
     if (nobody == nullptr) GTEST_SKIP() << "no user `nobody` to run keepalived's scripts as";
     nobody_uid_ = nobody->pw_uid;
@@ -305,21 +319,27 @@ class KeepalivedPair : public testing::Test {
       for (const char* host : kHosts) {
         if (!keepalived_processes_.at(host)->running()) {
           GTEST_SKIP() << "VRRP cannot run in a network namespace here: keepalived on " << host
-                       << " exited at start:\n" << tail(keepalived_processes_.at(host)->log());
+                       << " exited at start:\n"
+                       << tail(keepalived_processes_.at(host)->log());
         }
       }
-      FAIL() << "no balancer took the VIP within 20s\nlb1:\n" << tail(keepalived_processes_.at("lb1")->log())
-             << "\nlb2:\n" << tail(keepalived_processes_.at("lb2")->log());
+      FAIL() << "no balancer took the VIP within 20s\nlb1:\n"
+             << tail(keepalived_processes_.at("lb1")->log()) << "\nlb2:\n"
+             << tail(keepalived_processes_.at("lb2")->log());
     }
     const auto elected_after = steady_clock::now() - started;
     ASSERT_FALSE(wait_until([&] { return vip_holder() == "lb1+lb2"; }, 2s, 50ms))
-        << "split brain: both hosts hold the VIP (do VRRP advertisements cross the bridge?)\n" << logs();
-    std::printf("[ vrrp     ] %s took the VIP %s %.1f s after keepalived started (track_script: %s)\n",
-                vip_holder().c_str(), std::string(kVip).c_str(), seconds(elected_after),
-                check_kind_.c_str());
+        << "split brain: both hosts hold the VIP (do VRRP advertisements cross the bridge?)\n"
+        << logs();
+    std::printf(
+        "[ vrrp     ] %s took the VIP %s %.1f s after keepalived started (track_script: %s)\n",
+        vip_holder().c_str(), std::string(kVip).c_str(), seconds(elected_after),
+        check_kind_.c_str());
     ASSERT_TRUE(wait_until([&] { return state_of(vip_holder()) == "MASTER"; }, 5s))
-        << "the notify hook did not record MASTER on " << vip_holder() << ": \"" << state_of(vip_holder()) << "\"";
-    const auto who = in_namespace(segment_->ns("client"), [&] { return who_plain(vip(), 5s); }).get();
+        << "the notify hook did not record MASTER on " << vip_holder() << ": \""
+        << state_of(vip_holder()) << "\"";
+    const auto who =
+        in_namespace(segment_->ns("client"), [&] { return who_plain(vip(), 5s); }).get();
     ASSERT_FALSE(who.empty()) << "no answer through the VIP before any failure";
   }
 
@@ -330,7 +350,8 @@ class KeepalivedPair : public testing::Test {
   std::string vip_holder() const {
     std::string holder;
     for (const char* host : kHosts) {
-      if (segment_->has_address(host, kVip)) holder += holder.empty() ? host : std::string("+") + host;
+      if (segment_->has_address(host, kVip))
+        holder += holder.empty() ? host : std::string("+") + host;
     }
     return holder;
   }
@@ -344,41 +365,48 @@ class KeepalivedPair : public testing::Test {
   void start_master(int m) {
     const std::string host = "m" + std::to_string(m);
     auto argv = segment_->run_in(host);
-    argv.insert(argv.end(), {APILB_STANDIN, "--plain", "--name", "master-" + std::to_string(m), "--listen",
-                             std::string(kSubnet) + std::to_string(20 + m) + ":" + std::to_string(kPort)});
-    const auto& p = masters_.emplace_back(std::make_unique<ChildProcess>(argv.front(), std::vector(argv.begin() + 1, argv.end())));
-    if (!p->wait_for_log(" listening on ", 10s)) throw std::runtime_error("stand-in " + host + " did not start:\n" + p->log());
+    argv.insert(argv.end(),
+                {APILB_STANDIN, "--plain", "--name", "master-" + std::to_string(m), "--listen",
+                 std::string(kSubnet) + std::to_string(20 + m) + ":" + std::to_string(kPort)});
+    const auto& p = masters_.emplace_back(
+        std::make_unique<ChildProcess>(argv.front(), std::vector(argv.begin() + 1, argv.end())));
+    if (!p->wait_for_log(" listening on ", 10s))
+      throw std::runtime_error("stand-in " + host + " did not start:\n" + p->log());
   }
 
   // apiserver-lb as on an edge host: every address on :6443, the admin API on loopback.
   void start_balancer(const std::string& host) {
     auto argv = segment_->run_in(host);
-    argv.insert(argv.end(), {APILB_BINARY, "run", "--listen", "0.0.0.0:" + std::to_string(kPort), "--admin",
-                             "127.0.0.1:" + std::to_string(kAdminPort)});
-    for (int m = 1; m <= 3; ++m) argv.insert(argv.end(), {"--target", std::string(kSubnet) + std::to_string(20 + m)});
+    argv.insert(argv.end(), {APILB_BINARY, "run", "--listen", "0.0.0.0:" + std::to_string(kPort),
+                             "--admin", "127.0.0.1:" + std::to_string(kAdminPort)});
+    for (int m = 1; m <= 3; ++m)
+      argv.insert(argv.end(), {"--target", std::string(kSubnet) + std::to_string(20 + m)});
     auto& p = balancers_[host];
     p = std::make_unique<ChildProcess>(argv.front(), std::vector(argv.begin() + 1, argv.end()));
-    if (!p->wait_for_log(" listening on ", 10s)) throw std::runtime_error("apiserver-lb on " + host + " did not start:\n" + p->log());
+    if (!p->wait_for_log(" listening on ", 10s))
+      throw std::runtime_error("apiserver-lb on " + host + " did not start:\n" + p->log());
   }
 
   // The template's track_script checks /healthz with curl. While the admin API may not exist in
   // the binary under test, the test falls back to a TCP connect to the listen port, and says so.
   void choose_check() {
     const auto healthz = in_namespace(segment_->ns("lb1"), [] {
-      return http_get(loopback(kAdminPort), "/healthz", 2s);
-    }).get();
+                           return http_get(loopback(kAdminPort), "/healthz", 2s);
+                         }).get();
     if (healthz.ok() && healthz.status == 200) {
       check_kind_ = "curl /healthz (the template's own)";
       return;
     }
     const fs::path script = dir_ / "tcp-check";
-    std::ofstream(script) << "#!/bin/bash\n# fallback: apiserver-lb accepts on its listen port\nexec 3<>/dev/tcp/127.0.0.1/"
+    std::ofstream(script) << "#!/bin/bash\n# fallback: apiserver-lb accepts on its listen "
+                             "port\nexec 3<>/dev/tcp/127.0.0.1/"
                           << kPort << "\n";
     fs::permissions(script, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                                 fs::perms::others_read | fs::perms::others_exec);
     check_ = "\"" + script.string() + "\"";
-    check_kind_ = "TCP connect to :" + std::to_string(kPort) + " because /healthz did not answer (" +
-                  (healthz.error ? healthz.error.message() : "HTTP " + std::to_string(healthz.status)) + ")";
+    check_kind_ =
+        "TCP connect to :" + std::to_string(kPort) + " because /healthz did not answer (" +
+        (healthz.error ? healthz.error.message() : "HTTP " + std::to_string(healthz.status)) + ")";
   }
 
   // keepalived.conf from the shipped template: only its definitions ($NAME=...) are replaced.
@@ -388,11 +416,13 @@ class KeepalivedPair : public testing::Test {
         {"INTERFACE", "eth0"},
         {"ROUTER_ID", "51"},
         {"PRIORITY", std::to_string(priority)},
-        {"NOTIFY", "\"" + (dir_ / "keepalived-notify").string() + " " + (dir_ / (host + ".state")).string() + "\""},
+        {"NOTIFY", "\"" + (dir_ / "keepalived-notify").string() + " " +
+                       (dir_ / (host + ".state")).string() + "\""},
         {"SCRIPT_USER", "nobody"},
     };
     std::map<std::string, int> replaced;
-    std::istringstream in(read_file(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived.conf.template"));
+    std::istringstream in(
+        read_file(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived.conf.template"));
     std::string out;
     for (std::string line; std::getline(in, line);) {
       const auto eq = line.find('=');
@@ -408,7 +438,8 @@ class KeepalivedPair : public testing::Test {
       out += line + "\n";
     }
     for (const auto& [name, value] : values) {
-      if (replaced[name] != 1) throw std::runtime_error("the template does not define $" + name + " exactly once");
+      if (replaced[name] != 1)
+        throw std::runtime_error("the template does not define $" + name + " exactly once");
     }
     return out;
   }
@@ -417,34 +448,42 @@ class KeepalivedPair : public testing::Test {
     if (!fs::exists(dir_ / "keepalived-notify")) {
       // keepalived refuses scripts that a non-root user could modify, and runs them as
       // script_user (nobody): the directory must be searchable, the state files writable by it.
-      fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                       fs::perms::others_read | fs::perms::others_exec);
-      fs::copy_file(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived-notify", dir_ / "keepalived-notify");
-      fs::permissions(dir_ / "keepalived-notify", fs::perms::owner_all | fs::perms::group_read |
-                                                      fs::perms::group_exec | fs::perms::others_read |
-                                                      fs::perms::others_exec);
+      fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read |
+                                       fs::perms::group_exec | fs::perms::others_read |
+                                       fs::perms::others_exec);
+      fs::copy_file(fs::path(APILB_SOURCE_DIR) / "packaging/keepalived/keepalived-notify",
+                    dir_ / "keepalived-notify");
+      fs::permissions(dir_ / "keepalived-notify",
+                      fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                          fs::perms::others_read | fs::perms::others_exec);
     }
     const fs::path state = dir_ / (host + ".state");
     std::ofstream{state};
-    if (::chown(state.c_str(), nobody_uid_, nobody_gid_) != 0) throw std::system_error(errno, std::generic_category(), "chown");
+    if (::chown(state.c_str(), nobody_uid_, nobody_gid_) != 0)
+      throw std::system_error(errno, std::generic_category(), "chown");
     const fs::path conf = dir_.write(host + ".conf", render(host, host == "lb1" ? 110 : 100));
     auto argv = segment_->run_in(host);
-    argv.insert(argv.end(), {keepalived_.string(), "--dont-fork", "--log-console", "--log-detail", "--no-syslog",
-                             "--vrrp", "--use-file", conf.string(), "--pid", (dir_ / (host + ".pid")).string(),
-                             "--vrrp_pid", (dir_ / (host + ".vrrp.pid")).string()});
-    keepalived_processes_[host] = std::make_unique<ChildProcess>(argv.front(), std::vector(argv.begin() + 1, argv.end()));
+    argv.insert(argv.end(), {keepalived_.string(), "--dont-fork", "--log-console", "--log-detail",
+                             "--no-syslog", "--vrrp", "--use-file", conf.string(), "--pid",
+                             (dir_ / (host + ".pid")).string(), "--vrrp_pid",
+                             (dir_ / (host + ".vrrp.pid")).string()});
+    keepalived_processes_[host] =
+        std::make_unique<ChildProcess>(argv.front(), std::vector(argv.begin() + 1, argv.end()));
   }
 
   // When `host` got the VIP (whatever the other edge host has configured), nullopt at the deadline.
-  std::optional<steady_clock::time_point> wait_for_vip_on(const std::string& host, std::chrono::milliseconds deadline) {
-    if (!wait_until([&] { return segment_->has_address(host, kVip); }, deadline, 10ms)) return std::nullopt;
+  std::optional<steady_clock::time_point> wait_for_vip_on(const std::string& host,
+                                                          std::chrono::milliseconds deadline) {
+    if (!wait_until([&] { return segment_->has_address(host, kVip); }, deadline, 10ms))
+      return std::nullopt;
     return steady_clock::now();
   }
 
   std::string logs() const {
     std::string text;
     for (const char* host : kHosts) {
-      text += std::string("--- keepalived on ") + host + ":\n" + tail(keepalived_processes_.at(host)->log(), 15);
+      text += std::string("--- keepalived on ") + host + ":\n" +
+              tail(keepalived_processes_.at(host)->log(), 15);
     }
     return text;
   }
@@ -470,50 +509,62 @@ TEST_F(KeepalivedPair, VipMovesWhenTheActiveApiserverLbDiesAndStaysWhenItComesBa
   // The balancer process crashes; keepalived on the same host stays and notices through /healthz.
   const auto killed = steady_clock::now();
   balancers_.at(active)->kill();
-  auto recovery = in_namespace(segment_->ns("client"), [vip = vip()] { return first_answer(vip, 20s); });
+  auto recovery =
+      in_namespace(segment_->ns("client"), [vip = vip()] { return first_answer(vip, 20s); });
   const auto moved = wait_for_vip_on(standby, 20s);
   const Recovery r = recovery.get();
   ASSERT_TRUE(moved) << "the VIP did not move to " << standby << " within 20s\n" << logs();
   ASSERT_TRUE(r.answered) << "no new connection through the VIP succeeded within 20s\n" << logs();
   EXPECT_FALSE(segment_->has_address(active, kVip)) << "split brain: " << active << " kept the VIP";
-  std::printf("[ failover ] apiserver-lb on %s killed (SIGKILL): VIP on %s after %.2f s; first new client "
-              "connection through the VIP answered (by %s) after %.2f s, %d attempts failed before it\n",
-              active.c_str(), standby.c_str(), seconds(*moved - killed), r.answered_by.c_str(),
-              seconds(*r.answered - killed), r.failed_attempts);
+  std::printf(
+      "[ failover ] apiserver-lb on %s killed (SIGKILL): VIP on %s after %.2f s; first new client "
+      "connection through the VIP answered (by %s) after %.2f s, %d attempts failed before it\n",
+      active.c_str(), standby.c_str(), seconds(*moved - killed), r.answered_by.c_str(),
+      seconds(*r.answered - killed), r.failed_attempts);
   RecordProperty("vip_failover_seconds", std::to_string(seconds(*r.answered - killed)));
-  EXPECT_TRUE(wait_until([&] { return state_of(active) == "FAULT" && state_of(standby) == "MASTER"; }, 5s))
-      << "notify hook states: " << active << "=" << state_of(active) << ", " << standby << "=" << state_of(standby);
+  EXPECT_TRUE(
+      wait_until([&] { return state_of(active) == "FAULT" && state_of(standby) == "MASTER"; }, 5s))
+      << "notify hook states: " << active << "=" << state_of(active) << ", " << standby << "="
+      << state_of(standby);
 
   // A watch through the new master, then the old one recovers: with nopreempt it stays BACKUP and
   // the VIP (and the watch) stay where they are.
-  auto watch = in_namespace(segment_->ns("client"), [vip = vip()] { return std::make_unique<KeptConnection>(vip, 2s); }).get();
+  auto watch = in_namespace(segment_->ns("client"), [vip = vip()] {
+                 return std::make_unique<KeptConnection>(vip, 2s);
+               }).get();
   const std::string first = watch->who(2s);
   ASSERT_FALSE(first.empty());
   start_balancer(active);
   ASSERT_TRUE(wait_until([&] { return state_of(active) == "BACKUP"; }, 10s))
-      << active << " did not leave FAULT after apiserver-lb came back: " << state_of(active) << "\n" << logs();
+      << active << " did not leave FAULT after apiserver-lb came back: " << state_of(active) << "\n"
+      << logs();
   EXPECT_FALSE(wait_until([&] { return vip_holder() != standby; }, 3s, 50ms))
       << "the VIP moved back to " << vip_holder() << ": nopreempt is not in effect";
-  EXPECT_EQ(watch->who(2s), first) << "the established connection through " << standby << " did not survive";
+  EXPECT_EQ(watch->who(2s), first)
+      << "the established connection through " << standby << " did not survive";
 }
 
 TEST_F(KeepalivedPair, VipMovesWhenTheActiveBalancerHostDies) {
   const std::string active = vip_holder();
   const std::string standby = peer_of(active);
 
-  // The whole host goes: link down, keepalived and apiserver-lb SIGKILLed, so no priority-0 advertisement
-  // warns the peer: it takes over after 3 missed advertisements (plus its skew time).
+  // The whole host goes: link down, keepalived and apiserver-lb SIGKILLed, so no priority-0
+  // advertisement warns the peer: it takes over after 3 missed advertisements (plus its skew time).
   const auto killed = steady_clock::now();
   segment_->power_off(active);
-  auto recovery = in_namespace(segment_->ns("client"), [vip = vip()] { return first_answer(vip, 20s); });
+  auto recovery =
+      in_namespace(segment_->ns("client"), [vip = vip()] { return first_answer(vip, 20s); });
   const auto moved = wait_for_vip_on(standby, 20s);
   const Recovery r = recovery.get();
   ASSERT_TRUE(moved) << "the VIP did not appear on " << standby << " within 20s\n" << logs();
   ASSERT_TRUE(r.answered) << "no new connection through the VIP succeeded within 20s\n" << logs();
-  std::printf("[ failover ] host %s powered off (link down, keepalived and apiserver-lb SIGKILLed): VIP on %s after %.2f s; first "
-              "new client connection through the VIP answered (by %s) after %.2f s, %d attempts failed before it\n",
-              active.c_str(), standby.c_str(), seconds(*moved - killed), r.answered_by.c_str(),
-              seconds(*r.answered - killed), r.failed_attempts);
+  std::printf(
+      "[ failover ] host %s powered off (link down, keepalived and apiserver-lb SIGKILLed): VIP on "
+      "%s after %.2f s; first "
+      "new client connection through the VIP answered (by %s) after %.2f s, %d attempts failed "
+      "before it\n",
+      active.c_str(), standby.c_str(), seconds(*moved - killed), r.answered_by.c_str(),
+      seconds(*r.answered - killed), r.failed_attempts);
   RecordProperty("vip_failover_seconds", std::to_string(seconds(*r.answered - killed)));
   EXPECT_TRUE(wait_until([&] { return state_of(standby) == "MASTER"; }, 5s)) << state_of(standby);
 }
@@ -528,28 +579,31 @@ struct StreamRecord {
   steady_clock::time_point max_gap_end{};  // when the longest pause ended
   bool broken = false;
   steady_clock::time_point broken_at{};  // when a request went unanswered (reset, closed or kStall)
-  bool switched = false;  // answered by another master than at first
+  bool switched = false;                 // answered by another master than at first
 };
 
 // " 12 ms (ended +1.93 s after the kill)": a stream's longest pause and when it ended.
 std::string fmt_gap(const StreamRecord& r, steady_clock::time_point restarted) {
   char text[128];
-  std::snprintf(text, sizeof text, " %.0f ms (ended %+.2f s after the kill)", seconds(r.max_gap) * 1000,
-                seconds(r.max_gap_end - restarted));
+  std::snprintf(text, sizeof text, " %.0f ms (ended %+.2f s after the kill)",
+                seconds(r.max_gap) * 1000, seconds(r.max_gap_end - restarted));
   if (r.broken) {
     const std::size_t n = std::strlen(text);
-    std::snprintf(text + n, sizeof text - n, " broken at %+.2f s", seconds(r.broken_at - restarted));
+    std::snprintf(text + n, sizeof text - n, " broken at %+.2f s",
+                  seconds(r.broken_at - restarted));
   }
   return text;
 }
 
-StreamRecord flow(KeptConnection& stream, const std::stop_token& stop, std::atomic<int>& responses) {
+StreamRecord flow(KeptConnection& stream, const std::stop_token& stop,
+                  std::atomic<int>& responses) {
   constexpr auto kPace = 10ms;
   constexpr auto kStall = 3s;
   StreamRecord r;
   auto last = steady_clock::now();
   while (!stop.stop_requested()) {
-    const std::string who = stream.who(std::chrono::duration_cast<std::chrono::milliseconds>(kStall));
+    const std::string who =
+        stream.who(std::chrono::duration_cast<std::chrono::milliseconds>(kStall));
     const auto now = steady_clock::now();
     if (now - last > r.max_gap) r.max_gap = now - last, r.max_gap_end = now;
     if (who.empty()) {
@@ -575,19 +629,22 @@ TEST_F(KeepalivedPair, RestartingTheStandbysBalancerUnderLoadStallsNoStreamAndLe
   const std::string holder = peer_of(standby);
   if (vip_holder() == standby) {
     balancers_.at(standby)->kill();
-    ASSERT_TRUE(wait_for_vip_on(holder, 20s)) << "the VIP did not move to " << holder << "\n" << logs();
+    ASSERT_TRUE(wait_for_vip_on(holder, 20s)) << "the VIP did not move to " << holder << "\n"
+                                              << logs();
     start_balancer(standby);
   }
-  ASSERT_TRUE(wait_until([&] { return state_of(standby) == "BACKUP" && state_of(holder) == "MASTER"; }, 10s))
-      << standby << "=" << state_of(standby) << ", " << holder << "=" << state_of(holder) << "\n" << logs();
+  ASSERT_TRUE(wait_until(
+      [&] { return state_of(standby) == "BACKUP" && state_of(holder) == "MASTER"; }, 10s))
+      << standby << "=" << state_of(standby) << ", " << holder << "=" << state_of(holder) << "\n"
+      << logs();
 
   // Streams through the VIP, i.e. through the balancer on `holder`.
   constexpr int kStreams = 6;
   std::vector<std::unique_ptr<KeptConnection>> streams;
   for (int i = 0; i < kStreams; ++i) {
     streams.push_back(in_namespace(segment_->ns("client"), [vip = vip()] {
-      return std::make_unique<KeptConnection>(vip, 2s);
-    }).get());
+                        return std::make_unique<KeptConnection>(vip, 2s);
+                      }).get());
   }
   std::atomic<int> responses{0};
   std::vector<std::future<StreamRecord>> records;
@@ -601,7 +658,8 @@ TEST_F(KeepalivedPair, RestartingTheStandbysBalancerUnderLoadStallsNoStreamAndLe
     std::stop_source& stop;
     ~StopAtExit() { stop.request_stop(); }
   } stop_at_exit{stop};
-  ASSERT_TRUE(wait_until([&] { return responses.load() >= 10 * kStreams; }, 10s)) << "the streams do not flow";
+  ASSERT_TRUE(wait_until([&] { return responses.load() >= 10 * kStreams; }, 10s))
+      << "the streams do not flow";
 
   // Whoever holds the VIP is checked all along: every wait below looks at it as it polls.
   std::string other_holder;
@@ -612,10 +670,12 @@ TEST_F(KeepalivedPair, RestartingTheStandbysBalancerUnderLoadStallsNoStreamAndLe
   };
   const auto restarted = steady_clock::now();
   balancers_.at(standby)->kill();
-  const bool noticed = wait_until([&] { return !vip_stays() || state_of(standby) == "FAULT"; }, 10s, 20ms);
+  const bool noticed =
+      wait_until([&] { return !vip_stays() || state_of(standby) == "FAULT"; }, 10s, 20ms);
   const auto fault_after = steady_clock::now() - restarted;
   start_balancer(standby);
-  const bool back = wait_until([&] { return !vip_stays() || state_of(standby) == "BACKUP"; }, 10s, 20ms);
+  const bool back =
+      wait_until([&] { return !vip_stays() || state_of(standby) == "BACKUP"; }, 10s, 20ms);
   const auto backup_after = steady_clock::now() - restarted;
   // A preempting peer with the higher priority takes the VIP within an advertisement or two.
   wait_until([&] { return !vip_stays(); }, 4s, 50ms);
@@ -634,17 +694,28 @@ TEST_F(KeepalivedPair, RestartingTheStandbysBalancerUnderLoadStallsNoStreamAndLe
     total += r.responses;
     gaps += fmt_gap(r, restarted);
   }
-  std::printf("[ restart  ] apiserver-lb on standby %s killed and started again under load (%d streams through "
-              "the VIP on %s, %d responses): keepalived on %s went FAULT after %.2f s and BACKUP after %.2f s; "
-              "VIP stayed on %s: %s; longest pause on any stream %.0f ms (per stream:%s)\n",
-              standby.c_str(), kStreams, holder.c_str(), total, standby.c_str(), seconds(fault_after),
-              seconds(backup_after), holder.c_str(), other_holder.empty() ? "yes" : ("no, moved to " + other_holder).c_str(),
-              seconds(max_gap) * 1000, gaps.c_str());
-  RecordProperty("max_stream_gap_ms", std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(max_gap).count()));
-  EXPECT_TRUE(noticed) << "keepalived on " << standby << " did not go FAULT without its balancer\n" << logs();
-  EXPECT_TRUE(back) << "keepalived on " << standby << " did not go back to BACKUP: " << state_of(standby) << "\n" << logs();
-  EXPECT_TRUE(other_holder.empty()) << "the VIP left " << holder << " for " << other_holder
-                                    << " while the standby's balancer restarted: nopreempt is not in effect\n" << logs();
+  std::printf(
+      "[ restart  ] apiserver-lb on standby %s killed and started again under load (%d streams "
+      "through "
+      "the VIP on %s, %d responses): keepalived on %s went FAULT after %.2f s and BACKUP after "
+      "%.2f s; "
+      "VIP stayed on %s: %s; longest pause on any stream %.0f ms (per stream:%s)\n",
+      standby.c_str(), kStreams, holder.c_str(), total, standby.c_str(), seconds(fault_after),
+      seconds(backup_after), holder.c_str(),
+      other_holder.empty() ? "yes" : ("no, moved to " + other_holder).c_str(),
+      seconds(max_gap) * 1000, gaps.c_str());
+  RecordProperty(
+      "max_stream_gap_ms",
+      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(max_gap).count()));
+  EXPECT_TRUE(noticed) << "keepalived on " << standby << " did not go FAULT without its balancer\n"
+                       << logs();
+  EXPECT_TRUE(back) << "keepalived on " << standby
+                    << " did not go back to BACKUP: " << state_of(standby) << "\n"
+                    << logs();
+  EXPECT_TRUE(other_holder.empty())
+      << "the VIP left " << holder << " for " << other_holder
+      << " while the standby's balancer restarted: nopreempt is not in effect\n"
+      << logs();
   EXPECT_TRUE(flowing) << "the streams stopped";
   EXPECT_EQ(broken, 0) << "streams stalled for more than 3 s";
   EXPECT_EQ(switched, 0) << "streams were re-established elsewhere";

@@ -24,9 +24,12 @@ class LbProcess {
     argv.insert(argv.end(), args.begin(), args.end());
     process_.emplace(APILB_BINARY, argv, std::move(options));
     // A process that exits (a config error) fails at once, not at the deadline.
-    const bool started = wait_until([&] {
-      return process_->log().find(" listening on ") != std::string::npos || !process_->running();
-    }, deadline, std::chrono::milliseconds(10));
+    const bool started = wait_until(
+        [&] {
+          return process_->log().find(" listening on ") != std::string::npos ||
+                 !process_->running();
+        },
+        deadline, std::chrono::milliseconds(10));
     if (!started || !process_->running())
       throw std::runtime_error("apiserver-lb did not start:\n" + process_->log());
     std::smatch m;

@@ -90,14 +90,18 @@ class Load {
 };
 
 // True once the peer has closed `socket` (EOF, reset) within `deadline`. Peeks: reads nothing.
-inline bool peer_closed_within(boost::asio::ip::tcp::socket& socket, std::chrono::milliseconds deadline) {
+inline bool peer_closed_within(boost::asio::ip::tcp::socket& socket,
+                               std::chrono::milliseconds deadline) {
   socket.non_blocking(true);
-  return wait_until([&] {
-    char byte;
-    boost::system::error_code ec;
-    socket.receive(boost::asio::buffer(&byte, 1), boost::asio::ip::tcp::socket::message_peek, ec);
-    return ec && ec != boost::asio::error::would_block;
-  }, deadline, std::chrono::milliseconds(2));
+  return wait_until(
+      [&] {
+        char byte;
+        boost::system::error_code ec;
+        socket.receive(boost::asio::buffer(&byte, 1), boost::asio::ip::tcp::socket::message_peek,
+                       ec);
+        return ec && ec != boost::asio::error::would_block;
+      },
+      deadline, std::chrono::milliseconds(2));
 }
 
 // `GET /` on a kept-alive connection (plain or TLS stream) to a stand-in apiserver: its name, or ""
@@ -115,7 +119,8 @@ std::string who_answers(Stream& stream, std::string& buffer) {
   const auto at = buffer.find("Content-Length: ");
   if (at != std::string::npos && at < head) length = std::stoul(buffer.substr(at + 16));
   if (buffer.size() < head + length)
-    asio::read(stream, asio::dynamic_buffer(buffer), asio::transfer_exactly(head + length - buffer.size()), ec);
+    asio::read(stream, asio::dynamic_buffer(buffer),
+               asio::transfer_exactly(head + length - buffer.size()), ec);
   if (ec) return "";
   std::string body = buffer.substr(head, length);
   buffer.erase(0, head + length);

@@ -12,10 +12,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -40,7 +40,8 @@ constexpr auto kConnectTimeout = 500ms;  // upstream.connect_timeout below
 // ETIMEDOUT when nothing at all came back in time (no SYN-ACK, no RST, no ICMP), otherwise the
 // error the kernel reported (ECONNREFUSED for an RST, EHOSTUNREACH for ICMP or a failed ARP).
 int connect_outcome(const tcp::endpoint& endpoint, std::chrono::milliseconds window) {
-  const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd =
+      ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno;
   int outcome = 0;
   if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) != 0) {
@@ -86,7 +87,8 @@ void expect_silence_after(BlackholeMethod method) {
   const int outcome = connect_outcome(host.endpoint(kApiserverPort), 3500ms);
   EXPECT_EQ(outcome, ETIMEDOUT) << describe(outcome);
   host.restore();
-  EXPECT_TRUE(wait_until([&] { return connect_outcome(host.endpoint(kApiserverPort), 500ms) == ECONNREFUSED; }, 5s))
+  EXPECT_TRUE(wait_until(
+      [&] { return connect_outcome(host.endpoint(kApiserverPort), 500ms) == ECONNREFUSED; }, 5s))
       << "the host should answer again after restore()";
 }
 
@@ -125,9 +127,12 @@ threads: 2
 
 const char* method_name(BlackholeMethod method) {
   switch (method) {
-    case BlackholeMethod::nftables: return "nftables DROP";
-    case BlackholeMethod::link_down: return "link down";
-    case BlackholeMethod::automatic: break;
+    case BlackholeMethod::nftables:
+      return "nftables DROP";
+    case BlackholeMethod::link_down:
+      return "link down";
+    case BlackholeMethod::automatic:
+      break;
   }
   return "automatic";
 }
@@ -137,7 +142,8 @@ const char* method_name(BlackholeMethod method) {
 class HostedCluster {
  public:
   explicit HostedCluster(std::string_view config = kTcpChecks) {
-    for (int i = 1; i <= 3; ++i) masters_.push_back(std::make_unique<HostedMaster>("m" + std::to_string(i)));
+    for (int i = 1; i <= 3; ++i)
+      masters_.push_back(std::make_unique<HostedMaster>("m" + std::to_string(i)));
     std::vector<std::string> args{"--config", dir_.write("config.yaml", config).string()};
     for (const auto& m : masters_) args.insert(args.end(), {"--target", m->address()});
     lb_.emplace(args);
@@ -199,13 +205,15 @@ TEST(Blackhole, ASilentHostIsMarkedDownByActiveChecksAloneWithinTheBound) {
 
   const auto from = c.mark();
   const auto blackholing = steady_clock::now();
-  const BlackholeMethod method = c.master(2).host().blackhole();  // no client traffic: no passive failure
+  const BlackholeMethod method =
+      c.master(2).host().blackhole();  // no client traffic: no passive failure
   std::string why;
   const auto down = wait_state(c.lb().process(), c.master(2).address(), "down", from, &why);
   ASSERT_TRUE(down) << c.lb().process().log();
-  std::printf("blackhole (%s), no traffic: marked down %lld ms after the blackhole (\"%s\"; tcp checks, "
-              "interval 1s, timeout 1s, fall 2; bound %lld ms)\n",
-              method_name(method), ms(*down - blackholing), why.c_str(), ms(kDetectionBound));
+  std::printf(
+      "blackhole (%s), no traffic: marked down %lld ms after the blackhole (\"%s\"; tcp checks, "
+      "interval 1s, timeout 1s, fall 2; bound %lld ms)\n",
+      method_name(method), ms(*down - blackholing), why.c_str(), ms(kDetectionBound));
   EXPECT_LE(*down - blackholing, kDetectionBound);
 }
 
@@ -235,43 +243,51 @@ TEST(Blackhole, ASilentHostIsDownWithinTheBoundItsConnectionsCloseAndNoClientFai
   std::string why;
   const auto down = wait_state(lb.process(), c.master(2).address(), "down", from, &why);
   ASSERT_TRUE(down) << lb.process().log();
-  std::printf("blackhole (%s, took %lld ms), under load: marked down %lld ms after the blackhole (\"%s\"; "
-              "bound %lld ms)\n",
-              method_name(method), ms(blackholed - blackholing), ms(*down - blackholing), why.c_str(),
-              ms(kDetectionBound));
+  std::printf(
+      "blackhole (%s, took %lld ms), under load: marked down %lld ms after the blackhole (\"%s\"; "
+      "bound %lld ms)\n",
+      method_name(method), ms(blackholed - blackholing), ms(*down - blackholing), why.c_str(),
+      ms(kDetectionBound));
   EXPECT_LE(*down - blackholing, kDetectionBound);
 
   // Its established connections are closed by the balancer (the host itself says nothing).
   auto& to_m2 = held["m2"];
   std::vector<std::optional<steady_clock::time_point>> closed_at(to_m2.size());
-  wait_until([&] {
-    for (std::size_t i = 0; i < to_m2.size(); ++i)
-      if (!closed_at[i] && to_m2[i]->closed()) closed_at[i] = steady_clock::now();
-    return std::all_of(closed_at.begin(), closed_at.end(), [](const auto& t) { return t.has_value(); });
-  }, kDeadline, 2ms);
+  wait_until(
+      [&] {
+        for (std::size_t i = 0; i < to_m2.size(); ++i)
+          if (!closed_at[i] && to_m2[i]->closed()) closed_at[i] = steady_clock::now();
+        return std::all_of(closed_at.begin(), closed_at.end(),
+                           [](const auto& t) { return t.has_value(); });
+      },
+      kDeadline, 2ms);
   for (std::size_t i = 0; i < to_m2.size(); ++i) {
     ASSERT_TRUE(closed_at[i]) << "held connection " << i << " to m2 is still open " << ms(kDeadline)
                               << " ms after m2 was marked down";
-    std::printf("blackhole: established connection %zu to m2 closed %lld ms after it was marked down\n", i,
-                ms(*closed_at[i] - *down));
+    std::printf(
+        "blackhole: established connection %zu to m2 closed %lld ms after it was marked down\n", i,
+        ms(*closed_at[i] - *down));
     EXPECT_LE(*closed_at[i] - *down, kCloseBound);
   }
   for (const char* name : {"m1", "m3"})
-    for (auto& client : held[name]) EXPECT_EQ(client->who(), name) << "only m2's connections may close";
+    for (auto& client : held[name])
+      EXPECT_EQ(client->who(), name) << "only m2's connections may close";
 
   // New connections: none failed, and once m2 is down none waits for its connect timeout. The
   // load goes on for a second after the detection.
   const auto at_down = load.total();
-  ASSERT_TRUE(wait_until([&] { return steady_clock::now() > *down + 1s && load.total() > at_down + 50; }, kDeadline));
+  ASSERT_TRUE(wait_until(
+      [&] { return steady_clock::now() > *down + 1s && load.total() > at_down + 50; }, kDeadline));
   load.stop();
   EXPECT_TRUE(lb.process().running()) << "the balancer must survive a silent master";
   // Requests that started while the blackhole was being set up may have reached m2 before it went
   // silent and be lost with it (as with a crash); those that started after must all succeed.
   const auto after = summarize(load.since(blackholed)), after_down = summarize(load.since(*down));
-  std::printf("blackhole: %zu new client connections after the blackhole, %zu failed; %zu retried after a "
-              "connect timeout; slowest after it was marked down %lld ms\n",
-              load.since(blackholed).size(), after.failed, summarize(load.since(blackholing)).slow,
-              ms(after_down.slowest));
+  std::printf(
+      "blackhole: %zu new client connections after the blackhole, %zu failed; %zu retried after a "
+      "connect timeout; slowest after it was marked down %lld ms\n",
+      load.since(blackholed).size(), after.failed, summarize(load.since(blackholing)).slow,
+      ms(after_down.slowest));
   EXPECT_EQ(after.failed, 0u) << "a connect timeout must be retried on another target, invisibly\n"
                               << timeline(load, blackholing);
   EXPECT_EQ(after.answered_by_m2, 0u);
@@ -304,20 +320,23 @@ TEST(Blackhole, ConnectsThatTimeOutOnASilentHostAreRetriedElsewhereAndItIsProbed
   const auto down = wait_state(lb.process(), c.master(2).address(), "down", from, &why);
   ASSERT_TRUE(down) << lb.process().log();
   const auto at_down = load.total();
-  ASSERT_TRUE(wait_until([&] { return steady_clock::now() > *down + 1s && load.total() > at_down + 50; }, kDeadline));
+  ASSERT_TRUE(wait_until(
+      [&] { return steady_clock::now() > *down + 1s && load.total() > at_down + 50; }, kDeadline));
   load.stop();
 
   const auto all = load.since(blackholed);
   const auto s = summarize(all);
-  std::printf("blackhole, round robin, load from the blackhole on: marked down %lld ms after the blackhole "
-              "(\"%s\"); %zu new client connections, %zu failed, %zu retried after a connect timeout, "
-              "slowest %lld ms\n",
-              ms(*down - blackholing), why.c_str(), all.size(), s.failed, s.slow, ms(s.slowest));
-  EXPECT_GT(s.slow, 0u) << "round robin should have tried the silent host\n" << timeline(load, blackholing);
+  std::printf(
+      "blackhole, round robin, load from the blackhole on: marked down %lld ms after the blackhole "
+      "(\"%s\"); %zu new client connections, %zu failed, %zu retried after a connect timeout, "
+      "slowest %lld ms\n",
+      ms(*down - blackholing), why.c_str(), all.size(), s.failed, s.slow, ms(s.slowest));
+  EXPECT_GT(s.slow, 0u) << "round robin should have tried the silent host\n"
+                        << timeline(load, blackholing);
   EXPECT_EQ(s.failed, 0u) << "a connect timeout must be retried on another target, invisibly\n"
                           << timeline(load, blackholing);
-  // A client's connect timeout counts as a failed check and triggers an immediate probe: with fall 2
-  // the host is down at most two connect timeouts after the first client hit it, sooner than the
+  // A client's connect timeout counts as a failed check and triggers an immediate probe: with fall
+  // 2 the host is down at most two connect timeouts after the first client hit it, sooner than the
   // active checks alone (up to interval + 2 x timeout) would say so.
   EXPECT_LE(*down - blackholing, kConnectTimeout * 2 + 250ms) << timeline(load, blackholing);
   EXPECT_LT(s.slowest, kConnectTimeout * 2) << "one timeout, then a target that answers\n"

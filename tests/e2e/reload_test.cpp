@@ -6,9 +6,9 @@
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include <csignal>
 #include <filesystem>
@@ -42,7 +42,9 @@ class Held {
     if (!ec) asio::read(socket_, asio::buffer(reply), ec);
     return !ec && reply == text;
   }
-  bool closed_within(std::chrono::milliseconds deadline) { return peer_closed_within(socket_, deadline); }
+  bool closed_within(std::chrono::milliseconds deadline) {
+    return peer_closed_within(socket_, deadline);
+  }
 
  private:
   asio::io_context io_;
@@ -71,8 +73,9 @@ class Installer {
                                          "127.0.0.1:" + std::to_string(admin_port_)});
   }
   void write_config(const std::string& extra) {
-    config_ = dir_.write("config.yaml", "targets_file: " + feed().string() +
-                                            "\nhealth: { interval: 200ms, timeout: 150ms }\n" + extra);
+    config_ =
+        dir_.write("config.yaml", "targets_file: " + feed().string() +
+                                      "\nhealth: { interval: 200ms, timeout: 150ms }\n" + extra);
   }
   std::filesystem::path feed() const { return dir_ / "targets.yaml"; }
   // `apiserver-lb targets ARGS... --file FEED`: the installer's own tool.
@@ -90,7 +93,8 @@ class Installer {
   std::string state(const tcp::endpoint& target) {
     std::smatch m;
     const std::string s = status();
-    const std::regex re("\"address\":\"" + std::regex_replace(to_string(target), std::regex(R"([.\[\]])"), R"(\$&)") +
+    const std::regex re("\"address\":\"" +
+                        std::regex_replace(to_string(target), std::regex(R"([.\[\]])"), R"(\$&)") +
                         R"(\",\"origin\":\"\w+\",\"state\":\"(\w+)\")");
     return std::regex_search(s, m, re) ? std::string(m[1]) : "";
   }
@@ -137,7 +141,8 @@ TEST(Feed, AddRemoveAndReplaceUnderLoadFailNoClientAndCloseOnlyTheRemovedTargets
   EXPECT_TRUE(on_a.closed_within(3s));
   const auto closed_after = steady_clock::now() - removed;
   std::printf("removed target: its connection closed %lld ms after the remove (drain_timeout 1s)\n",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(closed_after).count()));
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(closed_after).count()));
   EXPECT_GE(closed_after, 900ms);
   EXPECT_TRUE(on_other.echo("untouched"));
   ASSERT_TRUE(load.more(20));
@@ -149,11 +154,13 @@ TEST(Feed, KeepsTheLastGoodListWhenTheFileIsBrokenTruncatedOrInvalid) {
   Installer installer({a.endpoint(), b.endpoint()});
   ASSERT_TRUE(installer.wait_state(b.endpoint(), "up"));
   Load load([lb = installer.lb().endpoint()] { return echo_through(lb); });
-  const std::vector<std::string> broken{"targets: [10.0.0.1:6443\n", "targets:\n  - 10.0.0.1:99999\n", ""};
+  const std::vector<std::string> broken{"targets: [10.0.0.1:6443\n",
+                                        "targets:\n  - 10.0.0.1:99999\n", ""};
   for (std::size_t i = 0; i < broken.size(); ++i) {
     std::ofstream(installer.feed(), std::ios::trunc) << broken[i];
-    ASSERT_TRUE(wait_until([&] { return installer.count_in_log("keeping the last good list (2 targets)") == i + 1; },
-                           kDeadline))
+    ASSERT_TRUE(wait_until(
+        [&] { return installer.count_in_log("keeping the last good list (2 targets)") == i + 1; },
+        kDeadline))
         << installer.lb().process().log();
     EXPECT_EQ(installer.state(a.endpoint()), "up");
     EXPECT_EQ(installer.state(b.endpoint()), "up");
@@ -193,7 +200,8 @@ TEST(Feed, DrainStopsNewConnectionsWhileEstablishedOnesContinue) {
   ASSERT_TRUE(installer.wait_state(a.endpoint(), "draining")) << installer.status();
   const auto a_before = a.accepted();
   for (int i = 0; i < 10; ++i)
-    EXPECT_EQ(fetch(installer.lb().endpoint(), "new", kDeadline, AfterSend::shut_down_write).data, "new");
+    EXPECT_EQ(fetch(installer.lb().endpoint(), "new", kDeadline, AfterSend::shut_down_write).data,
+              "new");
   // Health checks still connect to a draining target; client connections do not.
   EXPECT_LE(a.accepted() - a_before, 3u);
   EXPECT_TRUE(first.echo("still"));
@@ -235,15 +243,18 @@ TEST(Reload, TwoHundredSighupsUnderLoadFailNoConnectionAndDropNone) {
   ASSERT_TRUE(watch.echo("watch"));
   for (std::size_t i = 1; i <= 200; ++i) {
     installer.lb().process().send_signal(SIGHUP);
-    ASSERT_TRUE(wait_until([&] { return installer.count_in_log("reloaded the configuration") >= i; }, kDeadline))
+    ASSERT_TRUE(wait_until(
+        [&] { return installer.count_in_log("reloaded the configuration") >= i; }, kDeadline))
         << "reload " << i;
   }
   ASSERT_TRUE(load.more(20));
   load.stop();
-  std::printf("200 reloads under load: %zu client connections, %zu failed\n", load.total(), load.failures());
+  std::printf("200 reloads under load: %zu client connections, %zu failed\n", load.total(),
+              load.failures());
   EXPECT_EQ(load.failures(), 0u);
   EXPECT_TRUE(watch.echo("still watching"));
-  EXPECT_NE(installer.metrics().find("apiserver_lb_config_reloads_total{result=\"success\"} 200"), std::string::npos);
+  EXPECT_NE(installer.metrics().find("apiserver_lb_config_reloads_total{result=\"success\"} 200"),
+            std::string::npos);
 }
 
 TEST(Reload, ABadConfigChangesNothingAndIsCounted) {
@@ -253,10 +264,13 @@ TEST(Reload, ABadConfigChangesNothingAndIsCounted) {
   installer.write_config("balance: fastest\n");
   installer.lb().process().send_signal(SIGHUP);
   ASSERT_TRUE(installer.lb().process().wait_for_log("reload refused, nothing changed", kDeadline));
-  EXPECT_NE(installer.lb().process().log().find(":3:10: balance: \"fastest\" is not one of"), std::string::npos)
+  EXPECT_NE(installer.lb().process().log().find(":3:10: balance: \"fastest\" is not one of"),
+            std::string::npos)
       << installer.lb().process().log();
-  EXPECT_NE(installer.metrics().find("apiserver_lb_config_reloads_total{result=\"failure\"} 1"), std::string::npos);
-  EXPECT_EQ(fetch(installer.lb().endpoint(), "alive", kDeadline, AfterSend::shut_down_write).data, "alive");
+  EXPECT_NE(installer.metrics().find("apiserver_lb_config_reloads_total{result=\"failure\"} 1"),
+            std::string::npos);
+  EXPECT_EQ(fetch(installer.lb().endpoint(), "alive", kDeadline, AfterSend::shut_down_write).data,
+            "alive");
 }
 
 TEST(Reload, AddsAndRemovesListenersLiveWithoutCuttingTheirConnections) {
@@ -287,7 +301,8 @@ TEST(Reload, AddsAndRemovesListenersLiveWithoutCuttingTheirConnections) {
   lb.send_signal(SIGHUP);
   ASSERT_TRUE(wait_until([&] { return !port_accepts(loopback(first)); }, kDeadline)) << lb.log();
   EXPECT_TRUE(via_first.echo("established connections stay")) << lb.log();
-  EXPECT_EQ(fetch(loopback(second), "second", kDeadline, AfterSend::shut_down_write).data, "second") << lb.log();
+  EXPECT_EQ(fetch(loopback(second), "second", kDeadline, AfterSend::shut_down_write).data, "second")
+      << lb.log();
 }
 
 }  // namespace

@@ -4,9 +4,9 @@
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include <csignal>
 
@@ -42,7 +42,8 @@ TEST(Run, SendsEverythingToTheFirstMasterWhenNoTargetIsConfigured) {
   LbProcess lb({"--first-master", to_string(master.endpoint())});
   EXPECT_TRUE(lb.process().wait_for_log("(fallback)", kDeadline)) << lb.process().log();
   for (int i = 0; i < 3; ++i) {
-    const auto reply = fetch(lb.endpoint(), "kubectl get nodes", kDeadline, AfterSend::shut_down_write);
+    const auto reply =
+        fetch(lb.endpoint(), "kubectl get nodes", kDeadline, AfterSend::shut_down_write);
     EXPECT_EQ(reply.data, "kubectl get nodes");
   }
   EXPECT_GE(master.accepted(), 3u);  // plus the health checks
@@ -91,20 +92,23 @@ TEST(Run, FailsClearlyWhenTheListenAddressIsTaken) {
 
 TEST(Run, RefusesToSplitItsPortWithASecondInstance) {
   const std::string listen = "127.0.0.1:" + std::to_string(free_port());
-  const std::vector<std::string> args{"run", "--listen", listen, "--admin", "", "--target", "127.0.0.1:1"};
+  const std::vector<std::string> args{"run", "--listen", listen,       "--admin",
+                                      "",    "--target", "127.0.0.1:1"};
   ChildProcess first(APILB_BINARY, args);
   ASSERT_TRUE(first.wait_for_log("listening on", kDeadline)) << first.log();
   // SO_REUSEPORT would let the second one bind too, and take half of the first one's clients.
   ChildProcess second(APILB_BINARY, args);
   EXPECT_EQ(second.wait_exit(kDeadline), 1);
-  EXPECT_NE(second.log().find("cannot listen on " + listen + ": another process listens there"), std::string::npos)
+  EXPECT_NE(second.log().find("cannot listen on " + listen + ": another process listens there"),
+            std::string::npos)
       << second.log();
   EXPECT_TRUE(first.running());
 }
 
 TEST(CheckConfig, ReportsFileLineAndFieldAndExitsOne) {
   TempDir dir;
-  const auto file = dir.write("config.yaml", "targets: [\"10.0.0.11:6443\"]\nhealth:\n  interval: 2x\n");
+  const auto file =
+      dir.write("config.yaml", "targets: [\"10.0.0.11:6443\"]\nhealth:\n  interval: 2x\n");
   ChildProcess p(APILB_BINARY, {"check-config", "--config", file.string()});
   EXPECT_EQ(p.wait_exit(kDeadline), 1);
   EXPECT_NE(p.log().find(file.string() + ":3:13: health.interval: \"2x\" is not a duration"),
@@ -114,7 +118,8 @@ TEST(CheckConfig, ReportsFileLineAndFieldAndExitsOne) {
 
 TEST(CheckConfig, AcceptsAValidFile) {
   TempDir dir;
-  const auto file = dir.write("config.yaml", "listen: [\"127.0.0.1:16443\"]\ntargets: [\"10.0.0.11\"]\n");
+  const auto file =
+      dir.write("config.yaml", "listen: [\"127.0.0.1:16443\"]\ntargets: [\"10.0.0.11\"]\n");
   ChildProcess p(APILB_BINARY, {"check-config", "--config", file.string()});
   EXPECT_EQ(p.wait_exit(kDeadline), 0) << p.log();
 }

@@ -9,14 +9,14 @@
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
-#include <boost/json/src.hpp>  // header-only Boost.JSON, compiled in this one translation unit
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <boost/json/src.hpp>  // header-only Boost.JSON, compiled in this one translation unit
 
 #include <csignal>
 #include <cstdlib>
@@ -56,7 +56,8 @@ std::optional<std::filesystem::path> find_chromium() {
 std::string base64_decode(std::string_view in) {
   std::string out(in.size() / 4 * 3, '\0');
   const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
   if (n < 0) throw std::runtime_error("bad base64");
   std::size_t padding = 0;
   for (auto it = in.rbegin(); it != in.rend() && *it == '='; ++it) ++padding;
@@ -73,11 +74,21 @@ class Browser {
     if (::pipe2(to_browser, O_CLOEXEC) != 0 || ::pipe2(from_browser, O_CLOEXEC) != 0)
       throw std::system_error(errno, std::generic_category(), "pipe");
     const std::string log = (dir_ / "chromium.log").string();
-    const std::vector<std::string> args{
-        chromium.string(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-extensions", "--mute-audio", "--hide-scrollbars", "--remote-debugging-pipe",
-        "--user-data-dir=" + (dir_ / "profile").string(), "about:blank"};
+    const std::vector<std::string> args{chromium.string(),
+                                        "--headless",
+                                        "--no-sandbox",
+                                        "--disable-gpu",
+                                        "--disable-quic",
+                                        "--no-first-run",
+                                        "--disable-background-networking",
+                                        "--disable-component-update",
+                                        "--disable-sync",
+                                        "--disable-extensions",
+                                        "--mute-audio",
+                                        "--hide-scrollbars",
+                                        "--remote-debugging-pipe",
+                                        "--user-data-dir=" + (dir_ / "profile").string(),
+                                        "about:blank"};
     pid_ = ::fork();
     if (pid_ < 0) throw std::system_error(errno, std::generic_category(), "fork");
     if (pid_ == 0) {
@@ -115,7 +126,8 @@ class Browser {
     }
     if (::testing::Test::HasFailure()) {
       std::ifstream in(dir_ / "chromium.log");
-      std::fprintf(stderr, "--- chromium log ---\n%s\n", std::string(std::istreambuf_iterator<char>(in), {}).c_str());
+      std::fprintf(stderr, "--- chromium log ---\n%s\n",
+                   std::string(std::istreambuf_iterator<char>(in), {}).c_str());
     }
   }
   Browser(const Browser&) = delete;
@@ -124,18 +136,24 @@ class Browser {
   // Opens `url` in a new page and attaches to it; later calls go to that page.
   void open(const std::string& url) {
     const auto created = call("Target.createTarget", {{"url", url}});
-    const auto attached = call("Target.attachToTarget", {{"targetId", created.at("targetId")}, {"flatten", true}});
+    const auto attached =
+        call("Target.attachToTarget", {{"targetId", created.at("targetId")}, {"flatten", true}});
     session_ = json::value_to<std::string>(attached.at("sessionId"));
   }
   void viewport(int width, int height, bool mobile) {
     call("Emulation.setDeviceMetricsOverride",
-         {{"width", width}, {"height", height}, {"deviceScaleFactor", mobile ? 2 : 1}, {"mobile", mobile}},
+         {{"width", width},
+          {"height", height},
+          {"deviceScaleFactor", mobile ? 2 : 1},
+          {"mobile", mobile}},
          session_);
   }
   // The value of a JavaScript expression in the page (JSON-able values only).
   json::value evaluate(const std::string& expression) {
-    const auto r = call("Runtime.evaluate", {{"expression", expression}, {"returnByValue", true}}, session_);
-    if (r.contains("exceptionDetails")) throw std::runtime_error("in the page: " + json::serialize(r.at("exceptionDetails")));
+    const auto r =
+        call("Runtime.evaluate", {{"expression", expression}, {"returnByValue", true}}, session_);
+    if (r.contains("exceptionDetails"))
+      throw std::runtime_error("in the page: " + json::serialize(r.at("exceptionDetails")));
     const auto& result = r.at("result").as_object();
     return result.contains("value") ? result.at("value") : json::value(nullptr);
   }
@@ -166,7 +184,8 @@ class Browser {
         buffer_.erase(0, end + 1);
         const auto& o = reply.as_object();
         if (!o.contains("id") || o.at("id").to_number<std::int64_t>() != id) continue;
-        if (o.contains("error")) throw std::runtime_error(std::string(method) + ": " + json::serialize(o.at("error")));
+        if (o.contains("error"))
+          throw std::runtime_error(std::string(method) + ": " + json::serialize(o.at("error")));
         return o.at("result").as_object();
       }
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
@@ -191,7 +210,8 @@ class Browser {
 
 // Each target row of the page as "address=state", in page order.
 constexpr const char* kRows =
-    "[...document.querySelectorAll('#targets tr[data-target]')].map(r => r.dataset.target + '=' + r.dataset.state).join(' ')";
+    "[...document.querySelectorAll('#targets tr[data-target]')].map(r => r.dataset.target + '=' + "
+    "r.dataset.state).join(' ')";
 
 std::string text_of(Browser& b, const std::string& selector) {
   const auto v = b.evaluate("(document.querySelector('" + selector + "') || {}).textContent || ''");
@@ -199,12 +219,14 @@ std::string text_of(Browser& b, const std::string& selector) {
 }
 
 std::string admin_config(std::string_view extra = {}) {
-  return "health: { mode: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2" + std::string(extra) + " }\n";
+  return "health: { mode: tcp, interval: 1s, timeout: 500ms, rise: 2, fall: 2" +
+         std::string(extra) + " }\n";
 }
 
 // apiserver-lb with its admin API on a free loopback port, in front of the given masters.
 struct Balancer {
-  Balancer(const std::vector<std::string>& targets, const std::string& config) : admin_port(free_port()) {
+  Balancer(const std::vector<std::string>& targets, const std::string& config)
+      : admin_port(free_port()) {
     std::vector<std::string> args{"--config", dir.write("config.yaml", config).string(), "--admin",
                                   "127.0.0.1:" + std::to_string(admin_port)};
     for (const auto& t : targets) args.insert(args.end(), {"--target", t});
@@ -223,14 +245,18 @@ TEST(StatusPage, IsOneSelfContainedReadOnlyDocument) {
   Balancer b({to_string(master.endpoint())}, admin_config());
   const auto page = http_get(b.admin(), "/", kDeadline);
   ASSERT_EQ(page.status, 200) << page.head;
-  EXPECT_NE(page.head.find("Content-Type: text/html; charset=utf-8"), std::string::npos) << page.head;
-  EXPECT_NE(page.head.find("Content-Security-Policy: default-src 'none'"), std::string::npos) << page.head;
+  EXPECT_NE(page.head.find("Content-Type: text/html; charset=utf-8"), std::string::npos)
+      << page.head;
+  EXPECT_NE(page.head.find("Content-Security-Policy: default-src 'none'"), std::string::npos)
+      << page.head;
   EXPECT_NE(page.body.find("<!doctype html>"), std::string::npos);
-  EXPECT_NE(page.body.find("name=\"viewport\""), std::string::npos) << "no viewport: unreadable on a phone";
+  EXPECT_NE(page.body.find("name=\"viewport\""), std::string::npos)
+      << "no viewport: unreadable on a phone";
   // Air-gapped: nothing is loaded from anywhere but this server.
   for (const char* remote : {"http://", "https://", "src=\"//", "@import"})
     EXPECT_EQ(page.body.find(remote), std::string::npos) << remote;
-  EXPECT_EQ(page.body.find("innerHTML"), std::string::npos) << "data must be rendered as text, never parsed as HTML";
+  EXPECT_EQ(page.body.find("innerHTML"), std::string::npos)
+      << "data must be rendered as text, never parsed as HTML";
   EXPECT_EQ(http_get(b.admin(), "/?refresh=1", kDeadline).status, 200);
   for (const char* method : {"POST", "PUT", "DELETE"})
     EXPECT_EQ(http_request(b.admin(), method, "/", kDeadline).status, 405) << method;
@@ -238,12 +264,16 @@ TEST(StatusPage, IsOneSelfContainedReadOnlyDocument) {
 
 TEST(StatusPage, StatusCarriesWhatThePageShowsAndNoKeyPath) {
   StandinProcess master(APILB_STANDIN, StandinOptions("m1"));
-  const std::string https = ", mode: https, ca_file: \"" + master.cert_file().string() + "\", cert_file: \"" +
-                            master.cert_file().string() + "\", key_file: \"" + master.key_file().string() + "\"";
+  const std::string https = ", mode: https, ca_file: \"" + master.cert_file().string() +
+                            "\", cert_file: \"" + master.cert_file().string() + "\", key_file: \"" +
+                            master.key_file().string() + "\"";
   Balancer b({to_string(master.endpoint())},
              "health: { interval: 1s, timeout: 500ms, rise: 2, fall: 2" + https + " }\n");
-  ASSERT_TRUE(wait_until([&] { return http_get(b.admin(), "/status").body.find("\"state\":\"up\"") != std::string::npos; },
-                         kDeadline));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return http_get(b.admin(), "/status").body.find("\"state\":\"up\"") != std::string::npos;
+      },
+      kDeadline));
   const auto body = http_get(b.admin(), "/status", kDeadline).body;
   const json::object s = json::parse(body).as_object();
   const auto& t = s.at("targets").as_array().at(0).as_object();
@@ -263,9 +293,13 @@ TEST(StatusPage, StatusCarriesWhatThePageShowsAndNoKeyPath) {
 
 TEST(StatusPage, AKilledMastersRowTurnsDownWithinTheBoundInChromium) {
   const auto chromium = find_chromium();
-  if (!chromium) GTEST_SKIP() << "chromium is not installed (scripts/install-deps.sh installs it): no browser test";
-  std::optional<StandinProcess> alpha(std::in_place, APILB_STANDIN, StandinOptions("alpha").plain_http());
-  std::optional<StandinProcess> beta(std::in_place, APILB_STANDIN, StandinOptions("beta").plain_http());
+  if (!chromium)
+    GTEST_SKIP()
+        << "chromium is not installed (scripts/install-deps.sh installs it): no browser test";
+  std::optional<StandinProcess> alpha(std::in_place, APILB_STANDIN,
+                                      StandinOptions("alpha").plain_http());
+  std::optional<StandinProcess> beta(std::in_place, APILB_STANDIN,
+                                     StandinOptions("beta").plain_http());
   const std::string a = to_string(alpha->endpoint()), z = to_string(beta->endpoint());
   Balancer b({a, z}, admin_config());
   Browser browser(*chromium);
@@ -273,21 +307,27 @@ TEST(StatusPage, AKilledMastersRowTurnsDownWithinTheBoundInChromium) {
   browser.viewport(1920, 1080, false);
 
   const std::string both_up = a + "=up " + z + "=up";
-  ASSERT_TRUE(wait_until([&] { return browser.evaluate(kRows) == json::value(both_up); }, kDeadline))
+  ASSERT_TRUE(
+      wait_until([&] { return browser.evaluate(kRows) == json::value(both_up); }, kDeadline))
       << browser.evaluate(kRows);
   // Some traffic, so the counters and rates on the page move.
   for (int i = 0; i < 6; ++i)
-    ASSERT_NE(fetch(b.lb->endpoint(), "GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n", kDeadline).data.find("200 OK"),
+    ASSERT_NE(fetch(b.lb->endpoint(), "GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+                    kDeadline)
+                  .data.find("200 OK"),
               std::string::npos);
   EXPECT_EQ(text_of(browser, "#ready"), "ready");
 
   beta->process().kill();
   const auto killed = Clock::now();
   const std::string one_down = a + "=up " + z + "=down";
-  const bool down = wait_until([&] { return browser.evaluate(kRows) == json::value(one_down); }, kDeadline, 20ms);
+  const bool down =
+      wait_until([&] { return browser.evaluate(kRows) == json::value(one_down); }, kDeadline, 20ms);
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed);
-  std::printf("status page: %s shown down %lld ms after SIGKILL (interval 1s, fall 2, page refresh %lld ms)\n",
-              z.c_str(), static_cast<long long>(took.count()), static_cast<long long>(kRefresh.count()));
+  std::printf(
+      "status page: %s shown down %lld ms after SIGKILL (interval 1s, fall 2, page refresh %lld "
+      "ms)\n",
+      z.c_str(), static_cast<long long>(took.count()), static_cast<long long>(kRefresh.count()));
   ASSERT_TRUE(down) << browser.evaluate(kRows);
   // The balancer's bound, plus one poll of the page and its fetch.
   EXPECT_LE(took, kDetectionBound + kRefresh + 250ms);
@@ -295,30 +335,44 @@ TEST(StatusPage, AKilledMastersRowTurnsDownWithinTheBoundInChromium) {
   // What the row and the rest of the page say about it.
   const std::string row = "#targets tr[data-target=\"" + z + "\"]";
   EXPECT_EQ(text_of(browser, row + " td[data-label=State]"), "down");
-  EXPECT_NE(text_of(browser, row + " td[data-label=\"Last check\"]").find("connection refused"), std::string::npos)
+  EXPECT_NE(text_of(browser, row + " td[data-label=\"Last check\"]").find("connection refused"),
+            std::string::npos)
       << text_of(browser, row);
   EXPECT_EQ(browser.evaluate("[...document.querySelectorAll('#targets td[data-label=Connections]')]"
-                             ".reduce((n, td) => n + Number(td.textContent), 0)"), json::value(6));
-  EXPECT_NE(text_of(browser, "#changes").find(z + ": up → down"), std::string::npos) << text_of(browser, "#changes");
-  EXPECT_NE(text_of(browser, "#facts").find(to_string(b.lb->endpoint())), std::string::npos) << "listeners";
-  EXPECT_NE(text_of(browser, "#config").find("health.interval1s"), std::string::npos) << text_of(browser, "#config");
+                             ".reduce((n, td) => n + Number(td.textContent), 0)"),
+            json::value(6));
+  EXPECT_NE(text_of(browser, "#changes").find(z + ": up → down"), std::string::npos)
+      << text_of(browser, "#changes");
+  EXPECT_NE(text_of(browser, "#facts").find(to_string(b.lb->endpoint())), std::string::npos)
+      << "listeners";
+  EXPECT_NE(text_of(browser, "#config").find("health.interval1s"), std::string::npos)
+      << text_of(browser, "#config");
   EXPECT_EQ(text_of(browser, "#ready"), "ready");
   const std::filesystem::path dir = APILB_SCREENSHOT_DIR;
   browser.screenshot(dir / "status_page_1080p.png");
-  EXPECT_EQ(browser.evaluate("document.documentElement.scrollWidth <= innerWidth"), json::value(true))
+  EXPECT_EQ(browser.evaluate("document.documentElement.scrollWidth <= innerWidth"),
+            json::value(true))
       << "a horizontal scroll bar at 1920x1080";
 
   // A phone: no sideways scrolling, every target a card.
   browser.viewport(390, 844, true);
-  ASSERT_TRUE(wait_until([&] { return browser.evaluate("document.documentElement.scrollWidth <= innerWidth") == json::value(true); },
-                         5s)) << browser.evaluate("document.documentElement.scrollWidth");
-  EXPECT_EQ(browser.evaluate("getComputedStyle(document.querySelector('#targets tr')).display"), json::value("block"));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return browser.evaluate("document.documentElement.scrollWidth <= innerWidth") ==
+               json::value(true);
+      },
+      5s))
+      << browser.evaluate("document.documentElement.scrollWidth");
+  EXPECT_EQ(browser.evaluate("getComputedStyle(document.querySelector('#targets tr')).display"),
+            json::value("block"));
   browser.screenshot(dir / "status_page_phone.png");
 
   // Every master gone: panic mode, said in the header and on each row.
   alpha->process().kill();
-  ASSERT_TRUE(wait_until([&] { return text_of(browser, "#ready") == "PANIC MODE"; }, kDeadline)) << text_of(browser, "header");
-  EXPECT_EQ(text_of(browser, "#targets tr[data-target=\"" + a + "\"] td[data-label=State]"), "down · panic");
+  ASSERT_TRUE(wait_until([&] { return text_of(browser, "#ready") == "PANIC MODE"; }, kDeadline))
+      << text_of(browser, "header");
+  EXPECT_EQ(text_of(browser, "#targets tr[data-target=\"" + a + "\"] td[data-label=State]"),
+            "down · panic");
   std::printf("screenshots: %s/status_page_{1080p,phone}.png\n", dir.c_str());
 }
 

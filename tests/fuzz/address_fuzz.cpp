@@ -17,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (target) {
     check(!target->host.empty(), "a target has a host", text);
     check(target->port != 0, "a target's port is not 0", text);
-    check(target->is_ipv6() == (target->host.find(':') != std::string::npos), "is_ipv6 is about the host", text);
+    check(target->is_ipv6() == (target->host.find(':') != std::string::npos),
+          "is_ipv6 is about the host", text);
     const auto again = config::parse_address(target->to_string());
     check(again && *again == *target, "a target prints and parses back", text);
   } else {
@@ -26,7 +27,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   why.clear();
   const auto strict = config::parse_address(text, &why, std::nullopt);
-  if (strict) check(target && *strict == *target, "a port made mandatory changes nothing when one is given", text);
+  if (strict)
+    check(target && *strict == *target, "a port made mandatory changes nothing when one is given",
+          text);
   else check(!why.empty(), "a refused address says why", text);
 
   why.clear();
@@ -35,7 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(config::is_ip_literal(listen->host), "a listen address is an IP literal", text);
     const auto again = config::parse_listen_address(listen->to_string());
     check(again && *again == *listen, "a listen address prints and parses back", text);
-    if (listen->port != 0) check(target && *target == *listen, "a listen address is a valid target too", text);
+    if (listen->port != 0)
+      check(target && *target == *listen, "a listen address is a valid target too", text);
   } else {
     check(!why.empty(), "a refused listen address says why", text);
   }

@@ -1,8 +1,9 @@
 // Fuzzes the admin server's request handling without sockets or coroutines: the bytes a client
-// sends go, in network-sized pieces, through Beast's request parser with the limits admin/server.cpp
-// sets (8 KiB of header, no body), then through the same routing and reply building as
-// AdminServer::Impl::serve(), request after request while the client keeps the connection alive.
-// The first input byte picks the piece size, as segmentation is the client's to choose too.
+// sends go, in network-sized pieces, through Beast's request parser with the limits
+// admin/server.cpp sets (8 KiB of header, no body), then through the same routing and reply
+// building as AdminServer::Impl::serve(), request after request while the client keeps the
+// connection alive. The first input byte picks the piece size, as segmentation is the client's to
+// choose too.
 #include "tests/fuzz/fuzz_support.hpp"
 
 #include <boost/asio/buffer.hpp>
@@ -33,12 +34,15 @@ http::status route(const http::request<http::empty_body>& request) {
     return http::status::method_not_allowed;
   const std::string_view target(request.target().data(), request.target().size());
   const std::string_view path = target.substr(0, target.find('?'));
-  if (path == "/healthz" || path == "/readyz" || path == "/status" || path == "/metrics") return http::status::ok;
+  if (path == "/healthz" || path == "/readyz" || path == "/status" || path == "/metrics")
+    return http::status::ok;
   return http::status::not_found;
 }
 
-// The reply as send() in admin/server.cpp builds it, serialised: a HEAD request gets the headers only.
-std::string reply(const http::request<http::empty_body>& request, http::status status, std::string body) {
+// The reply as send() in admin/server.cpp builds it, serialised: a HEAD request gets the headers
+// only.
+std::string reply(const http::request<http::empty_body>& request, http::status status,
+                  std::string body) {
   http::response<http::string_body> response{status, request.version()};
   response.set(http::field::server, "apiserver-lb");
   response.set(http::field::content_type, "text/plain; charset=utf-8");
@@ -80,7 +84,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           break;
         }
         const auto n = std::min(piece, wire.size());
-        buffer.commit(boost::asio::buffer_copy(buffer.prepare(n), boost::asio::buffer(wire.data(), n)));
+        buffer.commit(
+            boost::asio::buffer_copy(buffer.prepare(n), boost::asio::buffer(wire.data(), n)));
         wire.remove_prefix(n);
       }
       ec = {};
@@ -92,14 +97,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (ec == http::error::header_limit || ec == http::error::body_limit) {
       http::request<http::empty_body> closing;
       closing.keep_alive(false);
-      const std::string out = reply(closing, http::status::request_header_fields_too_large, "request too large\n");
+      const std::string out =
+          reply(closing, http::status::request_header_fields_too_large, "request too large\n");
       check(out.starts_with("HTTP/1.1 431 "), "an oversized request gets 431", input);
       return 0;
     }
     if (ec || !parser.is_done()) return 0;
     const auto& request = parser.get();
     check(request.target().size() < kHeaderLimit, "a request line fits the header limit", input);
-    check(!parser.content_length() || *parser.content_length() == 0, "a request carries no body", input);
+    check(!parser.content_length() || *parser.content_length() == 0, "a request carries no body",
+          input);
     const http::status status = route(request);
     const std::string out = reply(request, status, "ok\n");
     check(out.starts_with("HTTP/"), "a reply is HTTP", input);

@@ -47,12 +47,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   for (const auto& [field, at] : parsed->positions)
     check(at.line >= 1 && at.line <= max_line(text), "every field's position is in the text", text);
-  for (config::Duration d : {parsed->health.interval, parsed->health.timeout, parsed->upstream.connect_timeout,
-                             parsed->tcp.keepalive_idle, parsed->tcp.keepalive_interval, parsed->tcp.user_timeout,
-                             parsed->drain_timeout})
+  for (config::Duration d :
+       {parsed->health.interval, parsed->health.timeout, parsed->upstream.connect_timeout,
+        parsed->tcp.keepalive_idle, parsed->tcp.keepalive_interval, parsed->tcp.user_timeout,
+        parsed->drain_timeout})
     check_round_trips(d, text);
   for (const auto& a : parsed->targets) check_round_trips(a, text);
-  for (const auto& a : parsed->listen) check(config::is_ip_literal(a.host), "listen addresses are IP literals", text);
+  for (const auto& a : parsed->listen)
+    check(config::is_ip_literal(a.host), "listen addresses are IP literals", text);
   if (parsed->first_master) check_round_trips(*parsed->first_master, text);
   check(parsed->health.rise >= 1 && parsed->health.fall >= 1, "rise and fall are at least 1", text);
   check(parsed->relay.buffer_size >= 1024 && parsed->relay.buffer_size <= 1024 * 1024,
@@ -67,6 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check(!final->listen.empty(), "a final config listens somewhere", text);
   check(!final->targets.empty() || !final->targets_file.empty() || final->first_master.has_value(),
         "a final config has somewhere to send traffic", text);
-  check(final->health.timeout <= final->health.interval, "a final config's timeout fits its interval", text);
+  check(final->health.timeout <= final->health.interval,
+        "a final config's timeout fits its interval", text);
   return 0;
 }

@@ -30,7 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       const auto again = config::parse_duration(formatted);
       check(again && again->count() == ms, "a non-negative duration formats and parses back", text);
     } else {
-      check(formatted.front() == '-' && !config::parse_duration(formatted), "a negative duration stays refused", text);
+      check(formatted.front() == '-' && !config::parse_duration(formatted),
+            "a negative duration stays refused", text);
     }
   }
   return 0;

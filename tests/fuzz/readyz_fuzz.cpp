@@ -14,11 +14,13 @@ using apilb::fuzz::check;
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view body = apilb::fuzz::as_text(data, size);
   const std::string reason = apilb::healthcheck::failing_checks(body);
-  const bool has_failing_line = body.starts_with("[-]") || body.find("\n[-]") != std::string_view::npos;
+  const bool has_failing_line =
+      body.starts_with("[-]") || body.find("\n[-]") != std::string_view::npos;
   check(reason.empty() != has_failing_line, "a reason exactly when a line starts with [-]", body);
   check(reason.empty() || reason.starts_with("[-]"), "a reason starts with [-]", body);
   check(reason.find('\n') == std::string::npos, "a reason is one line", body);
   const auto lines = static_cast<std::size_t>(std::ranges::count(body, '\n')) + 1;
-  check(reason.size() <= body.size() + 2 * lines, "a reason is no longer than the body and its separators", body);
+  check(reason.size() <= body.size() + 2 * lines,
+        "a reason is no longer than the body and its separators", body);
   return 0;
 }

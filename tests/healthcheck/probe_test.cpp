@@ -4,13 +4,13 @@
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_future.hpp>
-#include <gtest/gtest.h>
 
 #include <array>
 #include <chrono>
@@ -59,36 +59,46 @@ config::Health https(std::string ca_file = {}) {
 }
 
 // Runs one probe on an io_context in this thread, as the control thread would.
-ProbeResult run_probe(Prober& prober, const tcp::endpoint& endpoint, std::string host = "127.0.0.1") {
+ProbeResult run_probe(Prober& prober, const tcp::endpoint& endpoint,
+                      std::string host = "127.0.0.1") {
   asio::io_context io;
-  auto result = asio::co_spawn(io, prober.probe(io.get_executor(), endpoint, std::move(host)), asio::use_future);
+  auto result = asio::co_spawn(io, prober.probe(io.get_executor(), endpoint, std::move(host)),
+                               asio::use_future);
   io.run_for(kDeadline);
-  if (result.wait_for(0s) != std::future_status::ready) throw std::runtime_error("probe still running after 10s");
+  if (result.wait_for(0s) != std::future_status::ready)
+    throw std::runtime_error("probe still running after 10s");
   return result.get();
 }
 
-ProbeResult run_probe(const config::Health& h, const tcp::endpoint& endpoint, std::string host = "127.0.0.1") {
+ProbeResult run_probe(const config::Health& h, const tcp::endpoint& endpoint,
+                      std::string host = "127.0.0.1") {
   Prober prober(h);
   return run_probe(prober, endpoint, std::move(host));
 }
 
-StandinProcess standin(StandinOptions options = StandinOptions()) { return StandinProcess(APILB_STANDIN, options); }
+StandinProcess standin(StandinOptions options = StandinOptions()) {
+  return StandinProcess(APILB_STANDIN, options);
+}
 
 // ---- failing_checks: pure ----------------------------------------------------------------------
 
 TEST(FailingChecks, KeepsOnlyTheFailingLines) {
   const std::string body =
-      "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n[+]informer-sync ok\nreadyz check failed\n";
+      "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n[+]informer-sync ok\nreadyz check "
+      "failed\n";
   EXPECT_EQ(failing_checks(body), "[-]etcd failed: reason withheld");
 }
 
 TEST(FailingChecks, JoinsSeveralFailingLinesWithSemicolons) {
-  const std::string body = "[-]etcd failed: reason withheld\n[+]ping ok\n[-]shutdown failed: reason withheld\n";
-  EXPECT_EQ(failing_checks(body), "[-]etcd failed: reason withheld; [-]shutdown failed: reason withheld");
+  const std::string body =
+      "[-]etcd failed: reason withheld\n[+]ping ok\n[-]shutdown failed: reason withheld\n";
+  EXPECT_EQ(failing_checks(body),
+            "[-]etcd failed: reason withheld; [-]shutdown failed: reason withheld");
 }
 
 TEST(FailingChecks, TrimsCarriageReturns) {
-  EXPECT_EQ(failing_checks("[+]ping ok\r\n[-]etcd failed\r\n[-]log failed\r\n"), "[-]etcd failed; [-]log failed");
+  EXPECT_EQ(failing_checks("[+]ping ok\r\n[-]etcd failed\r\n[-]log failed\r\n"),
+            "[-]etcd failed; [-]log failed");
 }
 
 TEST(FailingChecks, ReadsALastLineWithoutNewline) {
@@ -257,13 +267,15 @@ TEST(HttpsProbe, FailsWhenTheConnectionIsClosedDuringTheHandshake) {
 // so it serves as its own CA.
 TEST(HttpsProbe, PassesWhenTheCertificateIsSignedByTheGivenCa) {
   StandinProcess server = standin();
-  const ProbeResult result = run_probe(https(server.cert_file().string()), server.endpoint(), "127.0.0.1");
+  const ProbeResult result =
+      run_probe(https(server.cert_file().string()), server.endpoint(), "127.0.0.1");
   EXPECT_EQ(result.outcome, Outcome::passed) << result.reason;
 }
 
 TEST(HttpsProbe, VerifiesADnsNameAndSendsItAsSni) {
   StandinProcess server = standin();
-  const ProbeResult result = run_probe(https(server.cert_file().string()), server.endpoint(), "localhost");
+  const ProbeResult result =
+      run_probe(https(server.cert_file().string()), server.endpoint(), "localhost");
   EXPECT_EQ(result.outcome, Outcome::passed) << result.reason;
   const test::HttpReply stats = test::http_get(server.control_endpoint(), "/standin/stats");
   ASSERT_TRUE(stats.ok());
@@ -289,14 +301,16 @@ TEST(HttpsProbe, FailsCertificateVerificationAgainstAnotherCa) {
 
 TEST(HttpsProbe, FailsWhenTheHostNameIsNotInTheCertificate) {
   StandinProcess server = standin();
-  const ProbeResult result = run_probe(https(server.cert_file().string()), server.endpoint(), "master-9.example");
+  const ProbeResult result =
+      run_probe(https(server.cert_file().string()), server.endpoint(), "master-9.example");
   EXPECT_EQ(result.outcome, Outcome::failed);
   EXPECT_EQ(result.reason, "TLS handshake: certificate verify failed (hostname mismatch)");
 }
 
 TEST(HttpsProbe, FailsWhenTheIpAddressIsNotInTheCertificate) {
   StandinProcess server = standin(StandinOptions().with_san("DNS:master-1.example"));
-  const ProbeResult result = run_probe(https(server.cert_file().string()), server.endpoint(), "127.0.0.1");
+  const ProbeResult result =
+      run_probe(https(server.cert_file().string()), server.endpoint(), "127.0.0.1");
   EXPECT_EQ(result.outcome, Outcome::failed);
   EXPECT_EQ(result.reason, "TLS handshake: certificate verify failed (IP address mismatch)");
 }
@@ -316,8 +330,9 @@ TEST(HttpsProbe, PresentsTheClientCertificateWhenAnonymousAccessIsOff) {
   const ProbeResult anonymous = run_probe(h, server.endpoint());
   EXPECT_EQ(anonymous.outcome, Outcome::not_ready);
   // Every target of such a cluster answers alike: the reason says what to change.
-  EXPECT_EQ(anonymous.reason,
-            "HTTP 401 (anonymous /readyz refused: set health.cert_file and key_file, or use mode tls)");
+  EXPECT_EQ(
+      anonymous.reason,
+      "HTTP 401 (anonymous /readyz refused: set health.cert_file and key_file, or use mode tls)");
 
   h.cert_file = client_identity.cert_file().string();
   h.key_file = client_identity.key_file().string();
@@ -336,14 +351,16 @@ TEST(HttpsProbe, RunsManyProbesAtOnceOnOneExecutor) {
   std::vector<std::future<ProbeResult>> results;
   for (int i = 0; i < 8; ++i) {
     for (const auto& endpoint : {ready.endpoint(), draining.endpoint(), refusing.endpoint()}) {
-      results.push_back(asio::co_spawn(io, prober.probe(io.get_executor(), endpoint, "127.0.0.1"), asio::use_future));
+      results.push_back(asio::co_spawn(io, prober.probe(io.get_executor(), endpoint, "127.0.0.1"),
+                                       asio::use_future));
     }
   }
   io.run_for(kDeadline);
   for (std::size_t i = 0; i < results.size(); ++i) {
     ASSERT_EQ(results[i].wait_for(0s), std::future_status::ready) << "probe " << i;
     const ProbeResult result = results[i].get();
-    const Outcome expected = std::array{Outcome::passed, Outcome::not_ready, Outcome::failed}[i % 3];
+    const Outcome expected =
+        std::array{Outcome::passed, Outcome::not_ready, Outcome::failed}[i % 3];
     EXPECT_EQ(result.outcome, expected) << "probe " << i << ": " << result.reason;
   }
 }
@@ -355,11 +372,12 @@ TEST(Prober, EndsQuietlyWhenTheCallerCancelsIt) {
   asio::cancellation_signal cancel;
   std::optional<ProbeResult> result;
   std::exception_ptr error;
-  asio::co_spawn(io, prober.probe(io.get_executor(), backend.endpoint(), "127.0.0.1"),
-                 asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, ProbeResult r) {
-                   error = e;
-                   result = std::move(r);
-                 }));
+  asio::co_spawn(
+      io, prober.probe(io.get_executor(), backend.endpoint(), "127.0.0.1"),
+      asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, ProbeResult r) {
+        error = e;
+        result = std::move(r);
+      }));
   // Cancel once the server has the connection: the probe is then waiting for the handshake.
   asio::steady_timer poll(io);
   std::function<void()> cancel_when_accepted = [&] {
@@ -400,18 +418,21 @@ TEST(ProberFiles, NamesTheFieldAndPathOfAMissingKey) {
   config::Health h = https();
   h.cert_file = server.cert_file().string();
   h.key_file = "/nonexistent/key.pem";
-  EXPECT_EQ(construction_error(h), "health.key_file: cannot load /nonexistent/key.pem: No such file or directory");
+  EXPECT_EQ(construction_error(h),
+            "health.key_file: cannot load /nonexistent/key.pem: No such file or directory");
 }
 
 TEST(ProberFiles, NamesTheFieldOfAMissingCa) {
   config::Health h = https("/nonexistent/ca.pem");
-  EXPECT_EQ(construction_error(h), "health.ca_file: cannot load /nonexistent/ca.pem: No such file or directory");
+  EXPECT_EQ(construction_error(h),
+            "health.ca_file: cannot load /nonexistent/ca.pem: No such file or directory");
 }
 
 TEST(ProberFiles, RejectsACaFileWithoutCertificates) {
   test::TempDir dir;
   const auto path = dir.write("ca.pem", "not a certificate\n").string();
-  EXPECT_TRUE(starts_with(construction_error(https(path)), "health.ca_file: cannot load " + path + ": "));
+  EXPECT_TRUE(
+      starts_with(construction_error(https(path)), "health.ca_file: cannot load " + path + ": "));
 }
 
 TEST(ProberFiles, RejectsAKeyThatIsNotTheCertificatesKey) {
@@ -420,7 +441,8 @@ TEST(ProberFiles, RejectsAKeyThatIsNotTheCertificatesKey) {
   config::Health h = health(HealthMode::tls);
   h.cert_file = server.cert_file().string();
   h.key_file = other.key_file().string();
-  EXPECT_TRUE(starts_with(construction_error(h), "health.key_file: cannot load " + h.key_file + ": "));
+  EXPECT_TRUE(
+      starts_with(construction_error(h), "health.key_file: cannot load " + h.key_file + ": "));
 }
 
 TEST(ProberFiles, RejectsACertFileThatIsAKey) {
@@ -428,7 +450,8 @@ TEST(ProberFiles, RejectsACertFileThatIsAKey) {
   config::Health h = https();
   h.cert_file = server.key_file().string();
   h.key_file = server.key_file().string();
-  EXPECT_TRUE(starts_with(construction_error(h), "health.cert_file: cannot load " + h.cert_file + ": "));
+  EXPECT_TRUE(
+      starts_with(construction_error(h), "health.cert_file: cannot load " + h.cert_file + ": "));
 }
 
 }  // namespace

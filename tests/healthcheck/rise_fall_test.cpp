@@ -40,7 +40,9 @@ TEST(RiseFall, NeedsRiseConsecutivePassesToComeBack) {
 TEST(RiseFall, AFailureBetweenPassesRestartsTheClimbAfterGoingDown) {
   RiseFall rf(2, 2);
   // Down, one pass, one failure drops back to the bottom: two fresh passes are needed.
-  EXPECT_EQ(run(rf, "-+-++"), "dddd" "u");
+  EXPECT_EQ(run(rf, "-+-++"),
+            "dddd"
+            "u");
 }
 
 TEST(RiseFall, APassBetweenFailuresOnlyClimbsOneStepWhileUp) {

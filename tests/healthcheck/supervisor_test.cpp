@@ -4,8 +4,8 @@
 
 #include "tests/support/backends.hpp"
 
-#include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
 
 #include <optional>
 
@@ -36,12 +36,15 @@ class Harness {
  public:
   explicit Harness(const config::Health& health,
                    config::OnTargetDown on_down = config::OnTargetDown::close)
-      : supervisor_(io_.get_executor(), health, on_down,
-                    [this](TargetSetPtr set) { latest_ = std::move(set); ++published_; }) {}
+      : supervisor_(io_.get_executor(), health, on_down, [this](TargetSetPtr set) {
+          latest_ = std::move(set);
+          ++published_;
+        }) {}
 
   Supervisor& supervisor() { return supervisor_; }
   // Runs the control loop until `pred` holds; false at the deadline.
-  bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds deadline = kDeadline) {
+  bool run_until(const std::function<bool()>& pred,
+                 std::chrono::milliseconds deadline = kDeadline) {
     const auto until = steady_clock::now() + deadline;
     while (!pred()) {
       if (steady_clock::now() >= until) return false;
@@ -77,14 +80,16 @@ TEST(Supervisor, MarksAStoppedBackendDownWithinIntervalTimesFall) {
   test::EchoBackend alive, dying;
   Harness h(fast_checks(200ms));
   h.supervisor().set_targets({{address_of(alive.endpoint())}, {address_of(dying.endpoint())}});
-  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
+  ASSERT_TRUE(
+      h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
 
   dying.stop();
   const auto stopped = steady_clock::now();
   ASSERT_TRUE(h.run_until([&] { return h.state(1) == TargetState::down; }));
   const auto detected = steady_clock::now() - stopped;
   std::printf("detection after crash: %lld ms (interval 200ms, fall 2)\n",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(detected).count()));
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(detected).count()));
   EXPECT_LE(detected, 2 * 200ms + 500ms);
   EXPECT_EQ(h.supervisor().status()[1].last.reason, "connection refused");
   // Only the live target takes new connections; the dead one's connections are to be closed.
@@ -113,7 +118,8 @@ TEST(Supervisor, OverlapsProbesSoASilentTargetIsDownBeforeFallTimeouts) {
   ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::down; }));
   const auto detected = steady_clock::now() - silenced;
   std::printf("detection of a silent target: %lld ms (interval 400ms, timeout 400ms, fall 3)\n",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(detected).count()));
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(detected).count()));
   EXPECT_EQ(h.supervisor().status()[0].last.reason, "timeout after 400ms");
   EXPECT_LT(detected, 1300ms) << "probes should overlap; one after another they take 1600 ms";
 }
@@ -219,7 +225,8 @@ TEST(Supervisor, KeepsStateAndCountersOfTargetsThatStayInTheList) {
   ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up; }));
   const auto stats_a = h.supervisor().status()[0].stats;
 
-  h.supervisor().set_targets({{address_of(a.endpoint())}, {address_of(b.endpoint()), Origin::file}});
+  h.supervisor().set_targets(
+      {{address_of(a.endpoint())}, {address_of(b.endpoint()), Origin::file}});
   EXPECT_EQ(h.state(0), TargetState::up);
   EXPECT_EQ(h.supervisor().status()[0].stats, stats_a);
   EXPECT_EQ(h.state(1), TargetState::unknown);
@@ -238,8 +245,10 @@ TEST(Supervisor, DrainFlagStopsNewConnectionsButClosesNothing) {
   test::EchoBackend a, b;
   Harness h(fast_checks());
   h.supervisor().set_targets({{address_of(a.endpoint())}, {address_of(b.endpoint())}});
-  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
-  h.supervisor().set_targets({{address_of(a.endpoint())}, {address_of(b.endpoint()), Origin::config, true}});
+  ASSERT_TRUE(
+      h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
+  h.supervisor().set_targets(
+      {{address_of(a.endpoint())}, {address_of(b.endpoint()), Origin::config, true}});
   EXPECT_EQ(h.state(1), TargetState::draining);
   EXPECT_EQ(h.latest()->eligible().size(), 1u);
   EXPECT_FALSE(h.latest()->must_close(h.supervisor().status()[1].stats.get()));
@@ -250,7 +259,8 @@ TEST(Supervisor, PanicModeTriesFirstMasterLastWhenItIsNotATarget) {
   test::EchoBackend first_master;
   const auto first = address_of(first_master.endpoint());
   Harness h(fast_checks());
-  h.supervisor().set_targets({{address_of(dead_one.endpoint())}, {address_of(dead_two.endpoint())}}, first);
+  h.supervisor().set_targets({{address_of(dead_one.endpoint())}, {address_of(dead_two.endpoint())}},
+                             first);
   ASSERT_TRUE(h.run_until([&] { return h.latest()->panic(); }));
   const auto& set = *h.latest();
   ASSERT_EQ(set.eligible().size(), 3u);
@@ -281,7 +291,8 @@ TEST(Supervisor, PanicModePrefersTheMostRecentlyHealthyTarget) {
   const auto second_address = address_of(second->endpoint());
   Harness h(fast_checks());
   h.supervisor().set_targets({{address_of(first->endpoint())}, {second_address}});
-  ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
+  ASSERT_TRUE(
+      h.run_until([&] { return h.state(0) == TargetState::up && h.state(1) == TargetState::up; }));
   first.reset();
   ASSERT_TRUE(h.run_until([&] { return h.state(0) == TargetState::down; }));
   second.reset();

@@ -11,7 +11,9 @@ namespace {
 
 using Sans = std::vector<std::string>;
 
-bool san_covers(const Sans& sans, std::string_view host) { return covering_san(sans, host).has_value(); }
+bool san_covers(const Sans& sans, std::string_view host) {
+  return covering_san(sans, host).has_value();
+}
 
 TEST(CoveringSan, AnIpIsCoveredByTheEqualIpSan) {
   const Sans sans{"DNS:kubernetes", "IP:10.96.0.1", "IP:10.0.0.100"};
@@ -40,7 +42,8 @@ TEST(CoveringSan, NeverMatchesAnIpAgainstADnsSan) {
 }
 
 TEST(CoveringSan, NeverMatchesANameAgainstAnIpSanOrAnotherKind) {
-  EXPECT_FALSE(san_covers({"IP:10.0.0.1", "email:lb.example.com", "URI:lb.example.com"}, "lb.example.com"));
+  EXPECT_FALSE(
+      san_covers({"IP:10.0.0.1", "email:lb.example.com", "URI:lb.example.com"}, "lb.example.com"));
 }
 
 TEST(CoveringSan, MatchesNamesIgnoringCaseAndATrailingDot) {
@@ -51,7 +54,8 @@ TEST(CoveringSan, MatchesNamesIgnoringCaseAndATrailingDot) {
 }
 
 TEST(CoveringSan, ReturnsTheFirstSanThatCovers) {
-  EXPECT_EQ(covering_san({"DNS:*.example.com", "DNS:lb.example.com"}, "lb.example.com"), "DNS:*.example.com");
+  EXPECT_EQ(covering_san({"DNS:*.example.com", "DNS:lb.example.com"}, "lb.example.com"),
+            "DNS:*.example.com");
 }
 
 TEST(CoveringSan, NoSansCoverNothing) {

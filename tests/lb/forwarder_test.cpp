@@ -5,16 +5,16 @@
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <atomic>
 #include <array>
+#include <atomic>
 #include <thread>
 
 namespace apilb::lb {
@@ -99,13 +99,15 @@ class Client {
   }
   // Reads until the balancer closes the connection; true when it did (EOF or reset).
   bool closed_by_peer(std::chrono::milliseconds deadline) {
-    return wait_until([&] {
-      std::array<char, 64> buf;
-      boost::system::error_code ec;
-      socket_.non_blocking(true);
-      socket_.read_some(asio::buffer(buf), ec);
-      return ec && ec != asio::error::would_block;
-    }, deadline);
+    return wait_until(
+        [&] {
+          std::array<char, 64> buf;
+          boost::system::error_code ec;
+          socket_.non_blocking(true);
+          socket_.read_some(asio::buffer(buf), ec);
+          return ec && ec != asio::error::would_block;
+        },
+        deadline);
   }
   tcp::socket& socket() { return socket_; }
 
@@ -123,8 +125,8 @@ ForwarderSettings settings_with(config::Balance balance) {
 TEST(Forwarder, RelaysBothWaysAndPropagatesHalfClose) {
   test::EchoBackend backend;
   Balancer lb({make_target(backend.endpoint())});
-  const auto reply = test::fetch(lb.endpoint(), "hello, apiserver", kDeadline,
-                                 test::AfterSend::shut_down_write);
+  const auto reply =
+      test::fetch(lb.endpoint(), "hello, apiserver", kDeadline, test::AfterSend::shut_down_write);
   EXPECT_FALSE(reply.error) << reply.error.message();  // the backend's FIN came back: EOF
   EXPECT_EQ(reply.data, "hello, apiserver");
 }
@@ -234,7 +236,8 @@ TEST(Forwarder, LeastConnectionsSendsNewConnectionsToTheLeastLoadedTarget) {
 
   // Close one client: its target is now the least loaded, so the next connection must go there.
   held.front().reset();
-  ASSERT_TRUE(wait_until([&] { return lb.active(0) + lb.active(1) + lb.active(2) == 2; }, kDeadline));
+  ASSERT_TRUE(
+      wait_until([&] { return lb.active(0) + lb.active(1) + lb.active(2) == 2; }, kDeadline));
   const std::size_t idle = lb.active(0) == 0 ? 0 : lb.active(1) == 0 ? 1 : 2;
   ASSERT_EQ(lb.active(idle), 0);
   held.push_back(std::make_unique<Client>(lb.endpoint()));
@@ -270,7 +273,8 @@ void transfer_and_verify(const tcp::endpoint& ep, std::size_t size) {
   tcp::socket socket(io);
   socket.connect(ep);
   auto checksum = [](std::uint64_t h, const char* data, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 0x100000001b3ULL;
+    for (std::size_t i = 0; i < n; ++i)
+      h = (h ^ static_cast<unsigned char>(data[i])) * 0x100000001b3ULL;
     return h;
   };
   std::uint64_t sent_sum = 0xcbf29ce484222325ULL;

@@ -65,18 +65,21 @@ constexpr std::string_view kUsage =
     "  --listen        address to serve on; port 0 picks one (default 127.0.0.1:0)\n"
     "  --name          answered by GET / and used as the certificate's CN (default standin)\n"
     "  --plain         plain HTTP instead of HTTPS\n"
-    "  --greet         with --plain: speak first, \"apiserver-standin NAME\\n\" on every connection\n"
+    "  --greet         with --plain: speak first, \"apiserver-standin NAME\\n\" on every "
+    "connection\n"
     "  --cert, --key   serving certificate (chain) and key, PEM; default: a generated one\n"
     "  --san           SANs of the generated certificate, OpenSSL syntax, \"\" for none\n"
     "                  (default IP:127.0.0.1,IP:::1,DNS:localhost)\n"
     "  --write-cert    write the serving certificate (PEM) here: a CA file for clients\n"
-    "  --write-key     write the serving key (PEM) here: lets other stand-ins share the certificate\n"
+    "  --write-key     write the serving key (PEM) here: lets other stand-ins share the "
+    "certificate\n"
     "  --client-ca     verify client certificates against this CA (they stay optional)\n"
     "  --no-anonymous  answer 401 to requests without a verified client certificate\n"
     "  --readyz-status initial /readyz status (default 200)\n"
     "  --control       also serve the same endpoints over plain HTTP here (tests flip /readyz)\n"
     "  --threads       event loops (default 1)\n"
-    "  --shutdown-delay MS  on SIGTERM, as kube-apiserver's --shutdown-delay-duration: /readyz fails\n"
+    "  --shutdown-delay MS  on SIGTERM, as kube-apiserver's --shutdown-delay-duration: /readyz "
+    "fails\n"
     "                  at once, the listener closes MS later, the process exits 500 ms after that\n"
     "endpoints: GET / /readyz[?verbose] /livez /healthz /standin/whoami /standin/stats\n"
     "           /standin/stream?bytes=N; PUT|POST /standin/readyz?status=CODE[&check=NAME]\n";
@@ -131,7 +134,8 @@ Options parse_options(int argc, char** argv) {
       options.anonymous = false;
       continue;
     }
-    if (i + 1 >= argc) fail(std::string(flag) + " needs a value (or is unknown)\n" + std::string(kUsage));
+    if (i + 1 >= argc)
+      fail(std::string(flag) + " needs a value (or is unknown)\n" + std::string(kUsage));
     const std::string value = argv[++i];
     if (flag == "--listen") {
       options.listen = value;
@@ -153,7 +157,8 @@ Options parse_options(int argc, char** argv) {
       options.control = value;
     } else if (flag == "--readyz-status") {
       const auto status = to_int(value);
-      if (!status || *status < 100 || *status > 599) fail("--readyz-status: not an HTTP status: " + value);
+      if (!status || *status < 100 || *status > 599)
+        fail("--readyz-status: not an HTTP status: " + value);
       options.readyz_status = *status;
     } else if (flag == "--threads") {
       const auto threads = to_int(value);
@@ -196,7 +201,8 @@ tcp::endpoint parse_endpoint(const std::string& text) {
 
 std::string to_string(const tcp::endpoint& endpoint) {
   const std::string host = endpoint.address().to_string();
-  return (endpoint.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(endpoint.port());
+  return (endpoint.address().is_v6() ? "[" + host + "]" : host) + ":" +
+         std::to_string(endpoint.port());
 }
 
 // ---- certificates -----------------------------------------------------------------------------
@@ -253,7 +259,8 @@ CertPtr make_certificate(EVP_PKEY* key, const std::string& common_name, const st
   check(X509_set_pubkey(cert.get(), key) == 1, "X509_set_pubkey");
   X509_NAME* name = X509_get_subject_name(cert.get());
   check(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0) == 1,
+                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,
+                                   -1, 0) == 1,
         "subject CN");
   check(X509_set_issuer_name(cert.get(), name) == 1, "X509_set_issuer_name");
 
@@ -261,7 +268,8 @@ CertPtr make_certificate(EVP_PKEY* key, const std::string& common_name, const st
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
   add_extension(cert.get(), ctx, NID_basic_constraints, "critical,CA:TRUE");
-  add_extension(cert.get(), ctx, NID_key_usage, "critical,digitalSignature,keyEncipherment,keyCertSign");
+  add_extension(cert.get(), ctx, NID_key_usage,
+                "critical,digitalSignature,keyEncipherment,keyCertSign");
   add_extension(cert.get(), ctx, NID_ext_key_usage, "serverAuth,clientAuth");
   add_extension(cert.get(), ctx, NID_subject_key_identifier, "hash");
   add_extension(cert.get(), ctx, NID_authority_key_identifier, "keyid:always");
@@ -275,7 +283,8 @@ void write_pem(const std::string& path, X509* cert, EVP_PKEY* key) {
   check(bio != nullptr, "open " + path);
   if (cert != nullptr) check(PEM_write_bio_X509(bio.get(), cert) == 1, "write " + path);
   if (key != nullptr) {
-    check(PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) == 1, "write " + path);
+    check(PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) == 1,
+          "write " + path);
   }
 }
 
@@ -291,8 +300,10 @@ void configure_tls(ssl::context& tls, const Options& options) {
     check(SSL_CTX_use_certificate(ctx, cert.get()) == 1, "SSL_CTX_use_certificate");
     check(SSL_CTX_use_PrivateKey(ctx, key.get()) == 1, "SSL_CTX_use_PrivateKey");
   }
-  if (!options.write_cert.empty()) write_pem(options.write_cert, SSL_CTX_get0_certificate(ctx), nullptr);
-  if (!options.write_key.empty()) write_pem(options.write_key, nullptr, SSL_CTX_get0_privatekey(ctx));
+  if (!options.write_cert.empty())
+    write_pem(options.write_cert, SSL_CTX_get0_certificate(ctx), nullptr);
+  if (!options.write_key.empty())
+    write_pem(options.write_key, nullptr, SSL_CTX_get0_privatekey(ctx));
   if (!options.client_ca.empty()) {
     tls.load_verify_file(options.client_ca);
     // Optional, as on a kube-apiserver: a client without a certificate is anonymous.
@@ -332,8 +343,10 @@ std::string readyz_body(State& state, int status, bool verbose) {
     std::lock_guard lock(state.mutex);
     failing = state.failing_check;
   }
-  static constexpr std::string_view kChecks[] = {"ping", "log", "etcd", "etcd-readiness", "informer-sync",
-                                                 "poststarthook/start-apiextensions-informers", "shutdown"};
+  static constexpr std::string_view kChecks[] = {
+      "ping",           "log",           "etcd",
+      "etcd-readiness", "informer-sync", "poststarthook/start-apiextensions-informers",
+      "shutdown"};
   std::string body;
   bool listed = false;
   for (const auto check : kChecks) {
@@ -344,7 +357,8 @@ std::string readyz_body(State& state, int status, bool verbose) {
       body.append("[+]").append(check).append(" ok\n");
     }
   }
-  if (status != 200 && !listed) body.append("[-]").append(failing).append(" failed: reason withheld\n");
+  if (status != 200 && !listed)
+    body.append("[-]").append(failing).append(" failed: reason withheld\n");
   body.append(status == 200 ? "readyz check passed\n" : "readyz check failed\n");
   return body;
 }
@@ -355,19 +369,21 @@ std::string query_value(std::string_view query, std::string_view key) {
     const auto amp = query.find('&');
     const std::string_view pair = query.substr(0, amp);
     const auto eq = pair.find('=');
-    if (pair.substr(0, eq) == key) return eq == std::string_view::npos ? "" : std::string(pair.substr(eq + 1));
+    if (pair.substr(0, eq) == key)
+      return eq == std::string_view::npos ? "" : std::string(pair.substr(eq + 1));
     if (amp == std::string_view::npos) break;
     query.remove_prefix(amp + 1);
   }
   return {};
 }
 
-http::response<http::string_body> handle(const http::request<http::string_body>& request, State& state,
-                                         const Peer& peer) {
+http::response<http::string_body> handle(const http::request<http::string_body>& request,
+                                         State& state, const Peer& peer) {
   const std::string_view target(request.target().data(), request.target().size());
   const auto question = target.find('?');
   const std::string_view path = target.substr(0, question);
-  const std::string_view query = question == std::string_view::npos ? "" : target.substr(question + 1);
+  const std::string_view query =
+      question == std::string_view::npos ? "" : target.substr(question + 1);
   const bool is_get = request.method() == http::verb::get || request.method() == http::verb::head;
   const bool is_put = request.method() == http::verb::put || request.method() == http::verb::post;
   const bool control = path.starts_with("/standin/");
@@ -392,13 +408,15 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
   if (is_get && path == "/readyz") {
     ++state.readyz_requests;
     const int status = state.readyz_status.load();
-    const bool verbose = query == "verbose" || query.starts_with("verbose&") || query.find("&verbose") != query.npos;
+    const bool verbose =
+        query == "verbose" || query.starts_with("verbose&") || query.find("&verbose") != query.npos;
     return reply(static_cast<unsigned>(status), readyz_body(state, status, verbose));
   }
   if (is_get && (path == "/livez" || path == "/healthz")) return reply(http::status::ok, "ok");
   if (is_put && path == "/standin/readyz") {
     const auto status = to_int(query_value(query, "status"));
-    if (!status || *status < 100 || *status > 599) return reply(http::status::bad_request, "want ?status=CODE\n");
+    if (!status || *status < 100 || *status > 599)
+      return reply(http::status::bad_request, "want ?status=CODE\n");
     if (const std::string failing = query_value(query, "check"); !failing.empty()) {
       std::lock_guard lock(state.mutex);
       state.failing_check = failing;
@@ -407,7 +425,8 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
     return reply(http::status::ok, "readyz status " + std::to_string(*status) + "\n");
   }
   if (is_get && path == "/standin/whoami") {
-    return reply(http::status::ok, (peer.common_name.empty() ? "system:anonymous" : peer.common_name) + "\n");
+    return reply(http::status::ok,
+                 (peer.common_name.empty() ? "system:anonymous" : peer.common_name) + "\n");
   }
   if (is_get && path == "/standin/stats") {
     std::string body = "connections " + std::to_string(state.connections.load()) + "\nhandshakes " +
@@ -429,13 +448,16 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
 template <class Stream>
 asio::awaitable<bool> stream_bytes(Stream& stream, std::uint64_t bytes, bool keep_alive) {
   static const std::string block(64 * 1024, 'w');
-  const std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
-                           std::to_string(bytes) + (keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
-  auto [head_ec, head_written] = co_await asio::async_write(stream, asio::buffer(head), use_nothrow);
+  const std::string head =
+      "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+      std::to_string(bytes) + (keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n");
+  auto [head_ec, head_written] =
+      co_await asio::async_write(stream, asio::buffer(head), use_nothrow);
   if (head_ec) co_return false;
   while (bytes > 0) {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bytes, block.size()));
-    auto [ec, written] = co_await asio::async_write(stream, asio::buffer(block.data(), n), use_nothrow);
+    auto [ec, written] =
+        co_await asio::async_write(stream, asio::buffer(block.data(), n), use_nothrow);
     if (ec) co_return false;
     bytes -= n;
   }
@@ -454,7 +476,8 @@ asio::awaitable<void> serve_http(Stream& stream, State& state, const Peer& peer)
       const auto bytes = to_int(query_value(target.substr(target.find('?') + 1), "bytes"));
       if (bytes && *bytes >= 0) {
         const bool keep_alive = request.keep_alive();
-        const bool more = co_await stream_bytes(stream, static_cast<std::uint64_t>(*bytes), keep_alive);
+        const bool more =
+            co_await stream_bytes(stream, static_cast<std::uint64_t>(*bytes), keep_alive);
         if (!more) co_return;
         continue;
       }
@@ -473,7 +496,8 @@ asio::awaitable<void> serve_plain(tcp::socket socket, State& state) {
     auto [ec, n] = co_await asio::async_write(stream, asio::buffer(greeting), use_nothrow);
     if (ec) co_return;
   }
-  const Peer anonymous;  // named: GCC 12 mishandles non-trivial temporaries in a co_await expression
+  const Peer
+      anonymous;  // named: GCC 12 mishandles non-trivial temporaries in a co_await expression
   co_await serve_http(stream, state, anonymous);
   boost::system::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -483,7 +507,9 @@ std::string peer_common_name(SSL* ssl) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return {};
   char buffer[256] = {};
-  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buffer, sizeof buffer) < 0) return {};
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buffer,
+                                sizeof buffer) < 0)
+    return {};
   return buffer;
 }
 
@@ -495,7 +521,8 @@ asio::awaitable<void> serve_tls(tcp::socket socket, ssl::context& tls, State& st
   beast::get_lowest_layer(stream).expires_never();  // watches idle for long: no idle timeout
   ++state.handshakes;
   Peer peer{.tls = true, .common_name = peer_common_name(stream.native_handle()), .sni = {}};
-  if (const char* sni = SSL_get_servername(stream.native_handle(), TLSEXT_NAMETYPE_host_name)) peer.sni = sni;
+  if (const char* sni = SSL_get_servername(stream.native_handle(), TLSEXT_NAMETYPE_host_name))
+    peer.sni = sni;
   {
     std::lock_guard lock(state.mutex);
     state.last_sni = peer.sni.empty() ? "-" : peer.sni;
@@ -511,14 +538,16 @@ void crash_on_exception(std::exception_ptr e) {
   try {
     std::rethrow_exception(e);
   } catch (const std::exception& error) {
-    std::cerr << "apiserver-standin: bug: exception escaped a coroutine: " << error.what() << std::endl;
+    std::cerr << "apiserver-standin: bug: exception escaped a coroutine: " << error.what()
+              << std::endl;
   }
   std::abort();
 }
 
 // Accepts on `acceptor` (on loops[0]) and hands connections round robin to the loops; each
 // connection then lives on its loop alone, so nothing needs a strand.
-asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::vector<std::unique_ptr<asio::io_context>>& loops,
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor,
+                                  std::vector<std::unique_ptr<asio::io_context>>& loops,
                                   ssl::context* tls, State& state, bool count) {
   for (std::size_t next = 0;; ++next) {
     asio::io_context& loop = *loops[next % loops.size()];
@@ -558,8 +587,8 @@ int run(const Options& options) {
   std::optional<ssl::context> tls;
   if (!options.plain) {
     tls.emplace(ssl::context::tls_server);
-    tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                     ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
     configure_tls(*tls, options);
   }
 
@@ -570,10 +599,12 @@ int run(const Options& options) {
   std::optional<tcp::acceptor> control;
   if (!options.control.empty()) {
     control.emplace(open_acceptor(main_loop, parse_endpoint(options.control)));
-    asio::co_spawn(main_loop, accept_loop(*control, loops, nullptr, state, false), crash_on_exception);
+    asio::co_spawn(main_loop, accept_loop(*control, loops, nullptr, state, false),
+                   crash_on_exception);
   }
   tcp::acceptor acceptor = open_acceptor(main_loop, parse_endpoint(options.listen));
-  asio::co_spawn(main_loop, accept_loop(acceptor, loops, tls ? &*tls : nullptr, state, true), crash_on_exception);
+  asio::co_spawn(main_loop, accept_loop(acceptor, loops, tls ? &*tls : nullptr, state, true),
+                 crash_on_exception);
 
   // SIGTERM: stop, or shut down as a kube-apiserver does: /readyz red first, the listener closed
   // after the delay (load balancers have drained it by then), in-flight requests finished after.
@@ -590,7 +621,8 @@ int run(const Options& options) {
       state.failing_check = "shutdown";
     }
     state.readyz_status = 500;
-    std::cout << "apiserver-standin " << options.name << " shutting down: /readyz fails, the listener closes in "
+    std::cout << "apiserver-standin " << options.name
+              << " shutting down: /readyz fails, the listener closes in "
               << options.shutdown_delay_ms << " ms" << std::endl;
     delay.expires_after(std::chrono::milliseconds(options.shutdown_delay_ms));
     delay.async_wait([&](const boost::system::error_code&) {
@@ -603,11 +635,11 @@ int run(const Options& options) {
   });
 
   if (control) {
-    std::cout << "apiserver-standin " << options.name << " control on " << to_string(control->local_endpoint())
-              << "\n";
+    std::cout << "apiserver-standin " << options.name << " control on "
+              << to_string(control->local_endpoint()) << "\n";
   }
-  std::cout << "apiserver-standin " << options.name << " listening on " << to_string(acceptor.local_endpoint())
-            << std::endl;
+  std::cout << "apiserver-standin " << options.name << " listening on "
+            << to_string(acceptor.local_endpoint()) << std::endl;
 
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < loops.size(); ++i) {

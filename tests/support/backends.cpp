@@ -177,7 +177,8 @@ class FakeServer {
         break;
       }
       if (ec) break;
-      auto [write_ec, written] = co_await asio::async_write(*socket, asio::buffer(buffer, n), use_nothrow);
+      auto [write_ec, written] =
+          co_await asio::async_write(*socket, asio::buffer(buffer, n), use_nothrow);
       if (write_ec) break;
     }
     forget(id);
@@ -231,12 +232,16 @@ BlackholeTarget::BlackholeTarget(const tcp::endpoint& bind) : listen_fd_(bound_s
     const auto queued = [this] {  // {connections in the accept queue, backlog}
       tcp_info info{};
       socklen_t len = sizeof info;
-      if (::getsockopt(listen_fd_, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) throw_errno("TCP_INFO");
+      if (::getsockopt(listen_fd_, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+        throw_errno("TCP_INFO");
       return std::pair{info.tcpi_unacked, info.tcpi_sacked};
     };
-    for (auto [length, backlog] = queued(); length <= backlog; std::tie(length, backlog) = queued()) {
-      if (fillers_.size() >= 16) throw std::runtime_error("BlackholeTarget: accept queue never filled");
-      const int fd = ::socket(endpoint_.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    for (auto [length, backlog] = queued(); length <= backlog;
+         std::tie(length, backlog) = queued()) {
+      if (fillers_.size() >= 16)
+        throw std::runtime_error("BlackholeTarget: accept queue never filled");
+      const int fd =
+          ::socket(endpoint_.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) throw_errno("socket");
       fillers_.push_back(fd);
       if (::connect(fd, endpoint_.data(), static_cast<socklen_t>(endpoint_.size())) != 0 &&
@@ -250,8 +255,8 @@ BlackholeTarget::BlackholeTarget(const tcp::endpoint& bind) : listen_fd_(bound_s
       ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err != 0) throw std::system_error(err, std::generic_category(), "connect filler");
       // The client side completes a moment before the server side queues the connection.
-      if (!wait_until([&, before = length] { return queued().first > before; }, std::chrono::seconds(2),
-                      std::chrono::milliseconds(1))) {
+      if (!wait_until([&, before = length] { return queued().first > before; },
+                      std::chrono::seconds(2), std::chrono::milliseconds(1))) {
         throw std::runtime_error("BlackholeTarget: filler connected but never queued");
       }
     }

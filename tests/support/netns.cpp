@@ -60,7 +60,8 @@ fs::path find_program(std::string_view name) {
   return {};
 }
 
-CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds deadline) {
+CommandResult run_command(const std::vector<std::string>& argv,
+                          std::chrono::milliseconds deadline) {
   if (argv.empty()) throw std::invalid_argument("run_command: empty argv");
   // Everything the child needs is built here: between fork and exec only async-signal-safe calls.
   std::vector<std::string> strings = argv;
@@ -69,7 +70,8 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
   args.push_back(nullptr);
 
   int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+  if (::pipe2(out, O_CLOEXEC) != 0)
+    throw std::system_error(errno, std::generic_category(), "pipe2");
   const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -102,7 +104,8 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
   const auto until = steady_clock::now() + deadline;
   bool timed_out = false;
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - steady_clock::now());
     if (left.count() <= 0) {
       timed_out = true;
       break;
@@ -152,8 +155,9 @@ TestHost::TestHost() : ip_(find_program("ip")) {
       const int n = (start + k) % 256;
       const std::string root = "apilb" + std::to_string(n) + "r";
       const std::string host = "apilb" + std::to_string(n) + "n";
-      const auto r = run_command({ip_.string(), "link", "add", root, "address", mac(n, 1), "type", "veth",
-                                  "peer", "name", host, "address", mac(n, 2), "netns", name_});
+      const auto r =
+          run_command({ip_.string(), "link", "add", root, "address", mac(n, 1), "type", "veth",
+                       "peer", "name", host, "address", mac(n, 2), "netns", name_});
       if (r.ok()) {
         subnet = n;
         root_link_ = root;
@@ -163,7 +167,8 @@ TestHost::TestHost() : ip_(find_program("ip")) {
                                  std::to_string(r.status) + "): " + r.output);
       }
     }
-    if (subnet < 0) throw std::runtime_error("every subnet 10.231.N.0/30 is taken by another test host");
+    if (subnet < 0)
+      throw std::runtime_error("every subnet 10.231.N.0/30 is taken by another test host");
     const auto octet = static_cast<unsigned char>(subnet);
     root_address_ = boost::asio::ip::address_v4({10, 231, octet, 1});
     address_ = boost::asio::ip::address_v4({10, 231, octet, 2});
@@ -174,9 +179,10 @@ TestHost::TestHost() : ip_(find_program("ip")) {
     ip({"-n", name_, "link", "set", "dev", host_link_, "up"});
     ip({"-n", name_, "link", "set", "dev", "lo", "up"});
     // Permanent neighbours: no ARP at all, so a silent host never becomes "host unreachable".
-    ip({"neigh", "replace", address_.to_string(), "lladdr", mac(subnet, 2), "dev", root_link_, "nud", "permanent"});
-    ip({"-n", name_, "neigh", "replace", root_address_.to_string(), "lladdr", mac(subnet, 1), "dev", host_link_,
+    ip({"neigh", "replace", address_.to_string(), "lladdr", mac(subnet, 2), "dev", root_link_,
         "nud", "permanent"});
+    ip({"-n", name_, "neigh", "replace", root_address_.to_string(), "lladdr", mac(subnet, 1), "dev",
+        host_link_, "nud", "permanent"});
   } catch (...) {
     remove();
     throw;
@@ -190,7 +196,8 @@ void TestHost::ip(const std::vector<std::string>& args) const {
   argv.insert(argv.end(), args.begin(), args.end());
   const auto r = run_command(argv);
   if (!r.ok())
-    throw std::runtime_error(joined(argv) + " failed (exit " + std::to_string(r.status) + "): " + r.output);
+    throw std::runtime_error(joined(argv) + " failed (exit " + std::to_string(r.status) +
+                             "): " + r.output);
 }
 
 void TestHost::remove() noexcept {
@@ -224,11 +231,17 @@ BlackholeMethod TestHost::blackhole(BlackholeMethod method) {
       const std::string table = std::string(kNftTable);
       auto argv = run_in();
       argv.push_back(nft.string());
-      argv.push_back("add table inet " + table + "; "
-                     "add chain inet " + table + " in { type filter hook prerouting priority raw; policy drop; }; "
-                     "add chain inet " + table + " out { type filter hook output priority raw; policy drop; }");
+      argv.push_back("add table inet " + table +
+                     "; "
+                     "add chain inet " +
+                     table +
+                     " in { type filter hook prerouting priority raw; policy drop; }; "
+                     "add chain inet " +
+                     table + " out { type filter hook output priority raw; policy drop; }");
       const auto r = run_command(argv);
-      if (!r.ok()) throw std::runtime_error(joined(argv) + " failed (exit " + std::to_string(r.status) + "): " + r.output);
+      if (!r.ok())
+        throw std::runtime_error(joined(argv) + " failed (exit " + std::to_string(r.status) +
+                                 "): " + r.output);
       blackholed_by_nft_ = true;
       break;
     }
@@ -248,15 +261,17 @@ void TestHost::restore() {
     argv.push_back(find_program("nft").string());
     argv.push_back("delete table inet " + std::string(kNftTable));
     const auto r = run_command(argv);
-    if (!r.ok()) throw std::runtime_error(joined(argv) + " failed (exit " + std::to_string(r.status) + "): " + r.output);
+    if (!r.ok())
+      throw std::runtime_error(joined(argv) + " failed (exit " + std::to_string(r.status) +
+                               "): " + r.output);
     blackholed_by_nft_ = false;
   }
   if (link_down_) {
     ip({"-n", name_, "link", "set", "dev", host_link_, "up"});
     // Taking a link down flushes even its permanent neighbours.
     const auto subnet = static_cast<int>(address_.to_bytes()[2]);
-    ip({"-n", name_, "neigh", "replace", root_address_.to_string(), "lladdr", mac(subnet, 1), "dev", host_link_,
-        "nud", "permanent"});
+    ip({"-n", name_, "neigh", "replace", root_address_.to_string(), "lladdr", mac(subnet, 1), "dev",
+        host_link_, "nud", "permanent"});
     link_down_ = false;
   }
 }
@@ -264,7 +279,8 @@ void TestHost::restore() {
 const std::string& TestHost::unavailable_reason() {
   static const std::string reason = []() -> std::string {
     if (::geteuid() != 0)
-      return "test hosts need root (network namespaces, veth links); euid is " + std::to_string(::geteuid());
+      return "test hosts need root (network namespaces, veth links); euid is " +
+             std::to_string(::geteuid());
     const fs::path ip = find_program("ip");
     if (ip.empty()) return "test hosts need `ip` from iproute2, which is not installed";
     // Namespaces left by test processes that were killed before their destructors ran.

@@ -60,9 +60,9 @@ class TestHost {
   static const std::string& unavailable_reason();
   static bool available() { return unavailable_reason().empty(); }
 
-  const std::string& name() const { return name_; }              // the namespace
-  const std::string& root_link() const { return root_link_; }    // apilbNr, in the root namespace
-  const std::string& host_link() const { return host_link_; }    // apilbNn, in the namespace
+  const std::string& name() const { return name_; }            // the namespace
+  const std::string& root_link() const { return root_link_; }  // apilbNr, in the root namespace
+  const std::string& host_link() const { return host_link_; }  // apilbNn, in the namespace
   boost::asio::ip::address_v4 address() const { return address_; }            // 10.231.N.2
   boost::asio::ip::address_v4 root_address() const { return root_address_; }  // 10.231.N.1
   boost::asio::ip::tcp::endpoint endpoint(std::uint16_t port) const { return {address_, port}; }

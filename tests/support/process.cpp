@@ -23,10 +23,10 @@
 #include <system_error>
 #include <utility>
 
+#include <gtest/gtest.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include "tests/support/wait.hpp"
 
@@ -45,7 +45,8 @@ namespace {
 
 std::string lowercase(std::string_view text) {
   std::string out(text);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return out;
 }
 
@@ -61,8 +62,9 @@ int decode_status(int raw) {
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
-  std::string pattern = (base != nullptr && *base != '\0' ? std::string(base) : std::string("/tmp")) +
-                        "/apilb-test-XXXXXX";
+  std::string pattern =
+      (base != nullptr && *base != '\0' ? std::string(base) : std::string("/tmp")) +
+      "/apilb-test-XXXXXX";
   if (::mkdtemp(pattern.data()) == nullptr) throw_errno("mkdtemp " + pattern);
   path_ = pattern;
 }
@@ -127,7 +129,8 @@ std::optional<tcp::endpoint> parse_endpoint(std::string_view text) {
     port = text.substr(colon + 1);
   }
   if (port.empty() || port.size() > 5 ||
-      !std::all_of(port.begin(), port.end(), [](unsigned char c) { return std::isdigit(c) != 0; })) {
+      !std::all_of(port.begin(), port.end(),
+                   [](unsigned char c) { return std::isdigit(c) != 0; })) {
     return std::nullopt;
   }
   const unsigned long number = std::stoul(std::string(port));
@@ -140,7 +143,8 @@ std::optional<tcp::endpoint> parse_endpoint(std::string_view text) {
 
 std::string to_string(const tcp::endpoint& endpoint) {
   const std::string host = endpoint.address().to_string();
-  return (endpoint.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(endpoint.port());
+  return (endpoint.address().is_v6() ? "[" + host + "]" : host) + ":" +
+         std::to_string(endpoint.port());
 }
 
 // ---- ChildProcess -----------------------------------------------------------------------------
@@ -175,7 +179,8 @@ ChildProcess::ChildProcess(fs::path executable, std::vector<std::string> args, S
   for (auto& entry : env_strings) envp.push_back(entry.data());
   envp.push_back(nullptr);
 
-  const std::string stdin_path = options.stdin_file.empty() ? "/dev/null" : options.stdin_file.string();
+  const std::string stdin_path =
+      options.stdin_file.empty() ? "/dev/null" : options.stdin_file.string();
   const int in_fd = ::open(stdin_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (in_fd < 0) throw_errno("open " + stdin_path);
   const int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -193,7 +198,9 @@ ChildProcess::ChildProcess(fs::path executable, std::vector<std::string> args, S
   }
   rlimit files{};
   ::getrlimit(RLIMIT_NOFILE, &files);
-  const int max_fd = files.rlim_cur == RLIM_INFINITY ? 65536 : static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20));
+  const int max_fd = files.rlim_cur == RLIM_INFINITY
+                         ? 65536
+                         : static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20));
   const pid_t parent = ::getpid();
 
   pid_ = ::fork();
@@ -217,7 +224,8 @@ ChildProcess::ChildProcess(fs::path executable, std::vector<std::string> args, S
     for (int signo = 1; signo < NSIG; ++signo) ::sigaction(signo, &defaults, nullptr);
     ::execve(argv[0], argv.data(), envp.data());
     const int error = errno;
-    if (report >= 0) [[maybe_unused]] auto written = ::write(report, &error, sizeof error);
+    if (report >= 0) [[maybe_unused]]
+      auto written = ::write(report, &error, sizeof error);
     ::_exit(127);
   }
   const int fork_errno = errno;
@@ -299,8 +307,8 @@ bool ChildProcess::wait_for_log(std::string_view needle, std::chrono::millisecon
 
 // ---- fetch ------------------------------------------------------------------------------------
 
-FetchResult fetch(const tcp::endpoint& endpoint, std::string_view request, std::chrono::milliseconds deadline,
-                  AfterSend after_send) {
+FetchResult fetch(const tcp::endpoint& endpoint, std::string_view request,
+                  std::chrono::milliseconds deadline, AfterSend after_send) {
   asio::io_context ioc{1};
   tcp::socket socket(ioc);
   FetchResult result;
@@ -325,16 +333,17 @@ FetchResult fetch(const tcp::endpoint& endpoint, std::string_view request, std::
   socket.async_connect(endpoint, [&](boost::system::error_code ec) {
     if (ec) return finish(ec);
     read_more();  // while writing: the peer may answer (echo) before the request is all out
-    asio::async_write(socket, asio::buffer(request), [&](boost::system::error_code write_ec, std::size_t) {
-      if (write_ec) {  // the read side still collects what the peer sent before it went away
-        write_error = write_ec;
-        return;
-      }
-      if (after_send == AfterSend::shut_down_write) {
-        boost::system::error_code ignored;
-        socket.shutdown(tcp::socket::shutdown_send, ignored);
-      }
-    });
+    asio::async_write(
+        socket, asio::buffer(request), [&](boost::system::error_code write_ec, std::size_t) {
+          if (write_ec) {  // the read side still collects what the peer sent before it went away
+            write_error = write_ec;
+            return;
+          }
+          if (after_send == AfterSend::shut_down_write) {
+            boost::system::error_code ignored;
+            socket.shutdown(tcp::socket::shutdown_send, ignored);
+          }
+        });
   });
 
   ioc.run_for(deadline);
@@ -374,8 +383,9 @@ std::optional<std::string> dechunk(std::string_view raw) {
 
 }  // namespace
 
-HttpReply http_request(const tcp::endpoint& endpoint, std::string_view method, std::string_view target,
-                       std::chrono::milliseconds deadline, std::string_view body) {
+HttpReply http_request(const tcp::endpoint& endpoint, std::string_view method,
+                       std::string_view target, std::chrono::milliseconds deadline,
+                       std::string_view body) {
   std::string request;
   request.append(method).append(" ").append(target).append(" HTTP/1.1\r\n");
   request.append("Host: ").append(to_string(endpoint)).append("\r\nConnection: close\r\n");
@@ -426,10 +436,11 @@ HttpReply http_request(const tcp::endpoint& endpoint, std::string_view method, s
 
 namespace {
 
-std::vector<std::string> standin_args(const StandinOptions& options, const fs::path& cert, const fs::path& key) {
-  std::vector<std::string> args{"--listen", options.listen, "--name", options.name,
-                                "--control", "127.0.0.1:0",
-                                "--readyz-status", std::to_string(options.readyz_status)};
+std::vector<std::string> standin_args(const StandinOptions& options, const fs::path& cert,
+                                      const fs::path& key) {
+  std::vector<std::string> args{
+      "--listen",  options.listen, "--name",          options.name,
+      "--control", "127.0.0.1:0",  "--readyz-status", std::to_string(options.readyz_status)};
   if (options.tls) {
     args.insert(args.end(), {"--write-cert", cert.string(), "--write-key", key.string()});
   } else {
@@ -468,13 +479,15 @@ StandinProcess::StandinProcess(const fs::path& executable, StandinOptions option
       },
       deadline, std::chrono::milliseconds(10));
   if (!listening || !control) {
-    throw std::runtime_error("apiserver-standin " + options.name + " did not start listening:\n" + process_.log());
+    throw std::runtime_error("apiserver-standin " + options.name + " did not start listening:\n" +
+                             process_.log());
   }
   endpoint_ = *listening;
   control_endpoint_ = *control;
 }
 
-bool StandinProcess::set_readyz(int status, std::string_view failing_check, std::chrono::milliseconds deadline) {
+bool StandinProcess::set_readyz(int status, std::string_view failing_check,
+                                std::chrono::milliseconds deadline) {
   const std::string target =
       "/standin/readyz?status=" + std::to_string(status) + "&check=" + std::string(failing_check);
   return http_request(control_endpoint_, "PUT", target, deadline).status == 200;

@@ -45,7 +45,8 @@ class TempDir {
 // Racy by nature: another process may take the port before the caller binds it. Prefer letting the
 // program under test bind port 0 and report the port (apiserver-standin does); use this only for
 // programs that cannot, and expect a rare EADDRINUSE.
-std::uint16_t free_port(const boost::asio::ip::address& address = boost::asio::ip::address_v4::loopback());
+std::uint16_t free_port(
+    const boost::asio::ip::address& address = boost::asio::ip::address_v4::loopback());
 
 // "127.0.0.1:6443" or "[::1]:6443" (IP literals only) to an endpoint.
 std::optional<tcp::endpoint> parse_endpoint(std::string_view text);
@@ -55,13 +56,23 @@ std::string to_string(const tcp::endpoint& endpoint);
 // Fluent, since GCC 12's -Wextra flags designated initializers that leave members out:
 // SpawnOptions().with_stdin(file).with_env("NAME=value").
 struct SpawnOptions {
-  std::filesystem::path stdin_file;    // empty: /dev/null
-  std::vector<std::string> env;        // "NAME=value", added to (or replacing in) the inherited environment
-  std::filesystem::path log_file;      // empty: a file in a TempDir the ChildProcess owns
+  std::filesystem::path stdin_file;  // empty: /dev/null
+  std::vector<std::string>
+      env;  // "NAME=value", added to (or replacing in) the inherited environment
+  std::filesystem::path log_file;  // empty: a file in a TempDir the ChildProcess owns
 
-  SpawnOptions& with_stdin(std::filesystem::path file) { stdin_file = std::move(file); return *this; }
-  SpawnOptions& with_env(std::string entry) { env.push_back(std::move(entry)); return *this; }
-  SpawnOptions& with_log(std::filesystem::path file) { log_file = std::move(file); return *this; }
+  SpawnOptions& with_stdin(std::filesystem::path file) {
+    stdin_file = std::move(file);
+    return *this;
+  }
+  SpawnOptions& with_env(std::string entry) {
+    env.push_back(std::move(entry));
+    return *this;
+  }
+  SpawnOptions& with_log(std::filesystem::path file) {
+    log_file = std::move(file);
+    return *this;
+  }
 };
 
 // A child process (fork + exec) with stdout and stderr appended to one log file. Owned by one test
@@ -71,20 +82,21 @@ struct SpawnOptions {
 class ChildProcess {
  public:
   // Throws std::system_error when the executable cannot be started.
-  ChildProcess(std::filesystem::path executable, std::vector<std::string> args, SpawnOptions options = {});
+  ChildProcess(std::filesystem::path executable, std::vector<std::string> args,
+               SpawnOptions options = {});
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
   ~ChildProcess();
 
   pid_t pid() const { return pid_; }
-  bool running();                  // reaps the child if it has exited
-  void send_signal(int signo);     // a no-op once reaped
+  bool running();               // reaps the child if it has exited
+  void send_signal(int signo);  // a no-op once reaped
   // The exit status once the child has exited, nullopt if it still runs at the deadline. A child
   // killed by signal N reports 128 + N, as a shell does.
   std::optional<int> wait_exit(std::chrono::milliseconds deadline);
-  void kill();                     // SIGKILL and reap; idempotent
+  void kill();  // SIGKILL and reap; idempotent
 
-  std::string log() const;         // everything it has written so far
+  std::string log() const;  // everything it has written so far
   bool wait_for_log(std::string_view needle, std::chrono::milliseconds deadline) const;
   const std::filesystem::path& log_path() const { return log_path_; }
 
@@ -107,19 +119,22 @@ struct FetchResult {
 };
 // Reads while it sends, so an echo of a large request cannot deadlock. With
 // AfterSend::shut_down_write it half-closes once the request is sent (an echo server then ends).
-FetchResult fetch(const tcp::endpoint& endpoint, std::string_view request, std::chrono::milliseconds deadline,
-                  AfterSend after_send = AfterSend::keep_open);
+FetchResult fetch(const tcp::endpoint& endpoint, std::string_view request,
+                  std::chrono::milliseconds deadline, AfterSend after_send = AfterSend::keep_open);
 
 // One HTTP/1.1 exchange with `Connection: close`, over plain TCP.
 struct HttpReply {
-  boost::system::error_code error;  // as FetchResult::error; also bad_message for an unparsable reply
-  int status = 0;                   // 0 when no status line arrived
-  std::string head;                 // status line and headers, without the blank line
-  std::string body;                 // de-chunked when Transfer-Encoding: chunked
+  boost::system::error_code
+      error;         // as FetchResult::error; also bad_message for an unparsable reply
+  int status = 0;    // 0 when no status line arrived
+  std::string head;  // status line and headers, without the blank line
+  std::string body;  // de-chunked when Transfer-Encoding: chunked
   bool ok() const { return !error && status != 0; }
 };
-HttpReply http_request(const tcp::endpoint& endpoint, std::string_view method, std::string_view target,
-                       std::chrono::milliseconds deadline = std::chrono::seconds(5), std::string_view body = {});
+HttpReply http_request(const tcp::endpoint& endpoint, std::string_view method,
+                       std::string_view target,
+                       std::chrono::milliseconds deadline = std::chrono::seconds(5),
+                       std::string_view body = {});
 inline HttpReply http_get(const tcp::endpoint& endpoint, std::string_view target,
                           std::chrono::milliseconds deadline = std::chrono::seconds(5)) {
   return http_request(endpoint, "GET", target, deadline);
@@ -131,16 +146,31 @@ struct StandinOptions {
 
   std::string name;
   std::string listen = "127.0.0.1:0";
-  bool tls = true;                      // false: --plain
+  bool tls = true;  // false: --plain
   int readyz_status = 200;
-  std::string san;                      // --san "IP:10.0.0.1,DNS:x"; empty: 127.0.0.1, ::1, localhost
+  std::string san;  // --san "IP:10.0.0.1,DNS:x"; empty: 127.0.0.1, ::1, localhost
   std::vector<std::string> extra_args;  // appended as they are
 
-  StandinOptions& listening_on(std::string address) { listen = std::move(address); return *this; }
-  StandinOptions& plain_http() { tls = false; return *this; }
-  StandinOptions& with_readyz_status(int status) { readyz_status = status; return *this; }
-  StandinOptions& with_san(std::string sans) { san = std::move(sans); return *this; }
-  StandinOptions& with_arg(std::string arg) { extra_args.push_back(std::move(arg)); return *this; }
+  StandinOptions& listening_on(std::string address) {
+    listen = std::move(address);
+    return *this;
+  }
+  StandinOptions& plain_http() {
+    tls = false;
+    return *this;
+  }
+  StandinOptions& with_readyz_status(int status) {
+    readyz_status = status;
+    return *this;
+  }
+  StandinOptions& with_san(std::string sans) {
+    san = std::move(sans);
+    return *this;
+  }
+  StandinOptions& with_arg(std::string arg) {
+    extra_args.push_back(std::move(arg));
+    return *this;
+  }
 };
 
 // apiserver-standin as a child process, started and listening when the constructor returns.
@@ -152,13 +182,14 @@ class StandinProcess {
   StandinProcess(const std::filesystem::path& executable, StandinOptions options = StandinOptions(),
                  std::chrono::milliseconds deadline = std::chrono::seconds(10));
 
-  tcp::endpoint endpoint() const { return endpoint_; }                  // the apiserver port
+  tcp::endpoint endpoint() const { return endpoint_; }  // the apiserver port
   std::uint16_t port() const { return endpoint_.port(); }
-  tcp::endpoint control_endpoint() const { return control_endpoint_; }  // plain HTTP
-  const std::filesystem::path& cert_file() const { return cert_file_; } // empty with tls = false
+  tcp::endpoint control_endpoint() const { return control_endpoint_; }   // plain HTTP
+  const std::filesystem::path& cert_file() const { return cert_file_; }  // empty with tls = false
   const std::filesystem::path& key_file() const { return key_file_; }
   // PUT /standin/readyz?status=N&check=CHECK on the control port; true when it answered 200.
-  bool set_readyz(int status, std::string_view failing_check = "etcd", std::chrono::milliseconds deadline = std::chrono::seconds(5));
+  bool set_readyz(int status, std::string_view failing_check = "etcd",
+                  std::chrono::milliseconds deadline = std::chrono::seconds(5));
   ChildProcess& process() { return process_; }
 
  private:

@@ -6,11 +6,11 @@
 #include <filesystem>
 #include <string>
 
+#include <gtest/gtest.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include "tests/support/backends.hpp"
 #include "tests/support/process.hpp"
@@ -207,12 +207,13 @@ TEST(ApiserverStandin, ServesItsNameOverTlsWithAVerifiableGeneratedCertificate) 
   ASSERT_FALSE(standin.cert_file().empty());
 
   TempDir dir;
-  const auto request = dir.write("request", "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-  ChildProcess client("/usr/bin/openssl",
-                      {"s_client", "-connect", to_string(standin.endpoint()), "-servername", "localhost",
-                       "-CAfile", standin.cert_file().string(), "-verify_return_error", "-verify_ip", "127.0.0.1",
-                       "-quiet"},
-                      SpawnOptions().with_stdin(request));
+  const auto request =
+      dir.write("request", "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  ChildProcess client(
+      "/usr/bin/openssl",
+      {"s_client", "-connect", to_string(standin.endpoint()), "-servername", "localhost", "-CAfile",
+       standin.cert_file().string(), "-verify_return_error", "-verify_ip", "127.0.0.1", "-quiet"},
+      SpawnOptions().with_stdin(request));
   EXPECT_EQ(client.wait_exit(10s), 0);
   const std::string output = client.log();
   EXPECT_NE(output.find("HTTP/1.1 200 OK"), std::string::npos) << output;
@@ -224,9 +225,10 @@ TEST(ApiserverStandin, ServesItsNameOverTlsWithAVerifiableGeneratedCertificate) 
 }
 
 TEST(ApiserverStandin, PutsTheRequestedSansIntoItsCertificate) {
-  StandinProcess standin(APILB_STANDIN, StandinOptions("beta").with_san("IP:10.0.0.1,DNS:api.example"));
-  ChildProcess show("/usr/bin/openssl", {"x509", "-in", standin.cert_file().string(), "-noout", "-ext",
-                                         "subjectAltName", "-subject"});
+  StandinProcess standin(APILB_STANDIN,
+                         StandinOptions("beta").with_san("IP:10.0.0.1,DNS:api.example"));
+  ChildProcess show("/usr/bin/openssl", {"x509", "-in", standin.cert_file().string(), "-noout",
+                                         "-ext", "subjectAltName", "-subject"});
   EXPECT_EQ(show.wait_exit(10s), 0);
   const std::string output = show.log();
   EXPECT_NE(output.find("IP Address:10.0.0.1, DNS:api.example"), std::string::npos) << output;
@@ -249,7 +251,8 @@ TEST(ApiserverStandin, ReadyzFollowsTheStatusSetAtRunTime) {
   const HttpReply failing = http_get(api, "/readyz");
   EXPECT_EQ(failing.status, 500);
   EXPECT_NE(failing.body.find("[+]ping ok\n"), std::string::npos) << failing.body;
-  EXPECT_NE(failing.body.find("[-]etcd failed: reason withheld\n"), std::string::npos) << failing.body;
+  EXPECT_NE(failing.body.find("[-]etcd failed: reason withheld\n"), std::string::npos)
+      << failing.body;
   EXPECT_TRUE(failing.body.ends_with("readyz check failed\n")) << failing.body;
 
   ASSERT_TRUE(standin.set_readyz(200));
@@ -280,7 +283,8 @@ TEST(ApiserverStandin, ExitsZeroOnSigterm) {
 TEST(ApiserverStandin, PrintsExactlyOneListeningLine) {
   StandinProcess standin(APILB_STANDIN, StandinOptions("zeta").listening_on("[::1]:0"));
   const std::string log = standin.process().log();
-  const std::string line = "apiserver-standin zeta listening on " + to_string(standin.endpoint()) + "\n";
+  const std::string line =
+      "apiserver-standin zeta listening on " + to_string(standin.endpoint()) + "\n";
   EXPECT_NE(log.find(line), std::string::npos) << log;
   EXPECT_EQ(log.find("listening on"), log.rfind("listening on")) << log;
   EXPECT_TRUE(standin.endpoint().address().is_v6());

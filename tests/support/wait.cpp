@@ -12,7 +12,8 @@ namespace apilb::test {
 bool port_accepts(const boost::asio::ip::tcp::endpoint& endpoint,
                   std::chrono::milliseconds timeout) {
   // Raw non-blocking connect + poll: no io_context for a yes/no question.
-  const int fd = ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd =
+      ::socket(endpoint.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   bool connected = false;
   if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0) {
