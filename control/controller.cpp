@@ -8,10 +8,10 @@
 #include "healthcheck/supervisor.hpp"
 #include "lb/forwarder.hpp"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <spdlog/spdlog.h>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -29,10 +29,10 @@
 namespace apilb::control {
 
 namespace asio = boost::asio;
-using asio::awaitable;
-using asio::ip::tcp;
 using admin::AdminServer;
 using admin::AdminView;
+using asio::awaitable;
+using asio::ip::tcp;
 using base::use_nothrow;
 using config::to_string;
 using healthcheck::Origin;
@@ -44,12 +44,15 @@ namespace {
 
 constexpr auto kDrainPoll = std::chrono::milliseconds(50);
 
-tcp::endpoint endpoint_of(const config::Address& a) { return {asio::ip::make_address(a.host), a.port}; }
+tcp::endpoint endpoint_of(const config::Address& a) {
+  return {asio::ip::make_address(a.host), a.port};
+}
 
 }  // namespace
 
 struct Controller::Impl {
-  Impl(config::Config c, Controller::Reload r) : config(std::move(c)), reload_source(std::move(r)) {}
+  Impl(config::Config c, Controller::Reload r)
+      : config(std::move(c)), reload_source(std::move(r)) {}
   ~Impl() {
     admin.reset();
     feed_watcher.reset();
@@ -67,9 +70,10 @@ struct Controller::Impl {
   void reload();
   AdminView admin_view() const;
   std::unique_ptr<AdminServer> make_admin(const config::Address& address);
-  awaitable<void> handle_signals();
+  awaitable<void> handle_signals(asio::signal_set& signals);
   awaitable<void> drain();
-  awaitable<void> close_after_drain(std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone);
+  awaitable<void> close_after_drain(
+      std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone);
 
   config::Config config;
   Controller::Reload reload_source;
@@ -81,7 +85,7 @@ struct Controller::Impl {
   std::unique_ptr<healthcheck::Supervisor> supervisor;
   std::unique_ptr<AdminServer> admin;
   std::unique_ptr<FeedWatcher> feed_watcher;
-  config::Feed feed;  // the last good targets_file
+  config::Feed feed;                               // the last good targets_file
   std::map<std::string, tcp::endpoint> listeners;  // as configured -> as bound
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
   std::uint64_t reloads_succeeded = 0;
@@ -134,7 +138,8 @@ std::vector<healthcheck::TargetSpec> Controller::Impl::target_specs() const {
   for (const config::FeedEntry& e : feed.targets)
     if (std::ranges::find(config.targets, e.address) == config.targets.end())
       specs.push_back({e.address, Origin::file, e.drain});
-  if (specs.empty() && config.first_master) specs.push_back({*config.first_master, Origin::fallback});
+  if (specs.empty() && config.first_master)
+    specs.push_back({*config.first_master, Origin::fallback});
   return specs;
 }
 
@@ -146,10 +151,12 @@ void Controller::Impl::apply_targets() {
   const auto after = supervisor->status();
   std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone;
   for (const auto& old : before) {
-    const bool kept = std::ranges::any_of(after, [&](const auto& t) { return t.stats == old.stats; });
+    const bool kept =
+        std::ranges::any_of(after, [&](const auto& t) { return t.stats == old.stats; });
     if (!kept) {
       spdlog::info("target {} ({}) removed: its connections close in {}", old.name,
-                   healthcheck::to_string(old.origin), config::format_duration(config.drain_timeout));
+                   healthcheck::to_string(old.origin),
+                   config::format_duration(config.drain_timeout));
       gone.push_back(old.stats);
     }
   }
@@ -223,11 +230,13 @@ void ensure_unclaimed(const tcp::endpoint& ep) {
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // TIME_WAIT leftovers are fine
   if (ep.protocol() == tcp::v6()) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  const bool taken = ::bind(fd, ep.data(), static_cast<socklen_t>(ep.size())) != 0 && errno == EADDRINUSE;
+  const bool taken =
+      ::bind(fd, ep.data(), static_cast<socklen_t>(ep.size())) != 0 && errno == EADDRINUSE;
   ::close(fd);
   if (taken)
-    throw std::system_error(std::make_error_code(std::errc::address_in_use),
-                            "cannot listen on " + to_string(ep) + ": another process listens there");
+    throw std::system_error(
+        std::make_error_code(std::errc::address_in_use),
+        "cannot listen on " + to_string(ep) + ": another process listens there");
 }
 
 }  // namespace
@@ -247,7 +256,8 @@ void Controller::Impl::listen(const std::vector<config::Address>& addresses) {
       }
       tcp::endpoint ep = endpoint_of(a);
       // A port we listen on already (under another address) is ours to share.
-      const bool ours = std::ranges::any_of(listeners, [&](const auto& l) { return l.second.port() == ep.port(); });
+      const bool ours = std::ranges::any_of(
+          listeners, [&](const auto& l) { return l.second.port() == ep.port(); });
       if (ep.port() != 0 && !ours) ensure_unclaimed(ep);
       for (auto& w : workers) {
         ep = w->listen(ep);
@@ -297,7 +307,8 @@ void Controller::Impl::reload() {
     return;
   }
   if (next->threads != config.threads)
-    spdlog::warn("threads: a change takes effect at the next restart; keeping {} workers", workers.size());
+    spdlog::warn("threads: a change takes effect at the next restart; keeping {} workers",
+                 workers.size());
   const bool feed_moved = next->targets_file != config.targets_file;
   config = std::move(*next);
   setup_logging(config.log);
@@ -311,13 +322,13 @@ void Controller::Impl::reload() {
   apply_targets();
   ++reloads_succeeded;
   last_reload_ok = true;
-  spdlog::info("reloaded the configuration: {} listeners, {} targets, balance {}, health {} every {}",
-               listeners.size(), supervisor->status().size(), config::to_string(config.balance),
-               config::to_string(config.health.mode), config::format_duration(config.health.interval));
+  spdlog::info(
+      "reloaded the configuration: {} listeners, {} targets, balance {}, health {} every {}",
+      listeners.size(), supervisor->status().size(), config::to_string(config.balance),
+      config::to_string(config.health.mode), config::format_duration(config.health.interval));
 }
 
-awaitable<void> Controller::Impl::handle_signals() {
-  asio::signal_set signals(*io, SIGINT, SIGTERM, SIGHUP);
+awaitable<void> Controller::Impl::handle_signals(asio::signal_set& signals) {
   for (;;) {
     auto [ec, signo] = co_await signals.async_wait(use_nothrow);
     if (ec) co_return;
@@ -326,8 +337,9 @@ awaitable<void> Controller::Impl::handle_signals() {
       reload();
       continue;
     }
-    spdlog::info("{}: draining {} connections for up to {}ms", signo == SIGTERM ? "SIGTERM" : "SIGINT",
-                 shared.connections.load(), config.drain_timeout.count());
+    spdlog::info("{}: draining {} connections for up to {}ms",
+                 signo == SIGTERM ? "SIGTERM" : "SIGINT", shared.connections.load(),
+                 config.drain_timeout.count());
     co_await drain();
     co_return;
   }
@@ -368,6 +380,9 @@ Controller::~Controller() {
 
 int Controller::run() {
   Impl& s = *impl_;
+  // Registered before anything can reach us (the listeners, the admin API): a SIGTERM from then
+  // on drains instead of killing the process with the default action.
+  asio::signal_set signals(*s.io, SIGINT, SIGTERM, SIGHUP);
   const unsigned threads =
       s.config.threads ? s.config.threads : std::max(1u, std::thread::hardware_concurrency());
 
@@ -382,11 +397,12 @@ int Controller::run() {
       if (s.supervisor) s.supervisor->report_connect_failure(stats.get(), reason);
     });
   };
-  s.supervisor = std::make_unique<healthcheck::Supervisor>(
-      s.io->get_executor(), s.config.health, s.config.upstream.on_target_down,
-      [&s](healthcheck::TargetSetPtr set) {
-        for (auto& w : s.workers) w->publish(set);
-      });
+  s.supervisor = std::make_unique<healthcheck::Supervisor>(s.io->get_executor(), s.config.health,
+                                                           s.config.upstream.on_target_down,
+                                                           [&s](healthcheck::TargetSetPtr set) {
+                                                             for (auto& w : s.workers)
+                                                               w->publish(set);
+                                                           });
   if (!s.config.targets_file.empty()) {
     s.read_feed(true);
     s.watch_feed();
@@ -411,7 +427,7 @@ int Controller::run() {
                s.config.health.fall);
 
   for (auto& w : s.workers) s.threads.emplace_back([&w] { w->run(); });
-  base::spawn(*s.io, s.handle_signals(), "the signal handler");
+  base::spawn(*s.io, s.handle_signals(signals), "the signal handler");
   s.io->run();
   s.threads.clear();
   return 0;

@@ -1,6 +1,6 @@
-// Failover side by side (bench/failover.sh): apiserver-lb and HAProxy 2.6 in front of the same three
-// stand-in masters, each on a host of its own (network namespaces), through the same faults, measured
-// the same way from the client side:
+// Failover side by side (bench/failover.sh): apiserver-lb and HAProxy 2.6 in front of the same
+// three stand-in masters, each on a host of its own (network namespaces), through the same faults,
+// measured the same way from the client side:
 //   crash      the master's process is SIGKILLed (its kernel refuses connects from then on)
 //   blackhole  the master's host goes silent (nftables DROP): no RST, no ICMP, nothing
 // For each: when the balancer marked the master down, how many new client connections failed
@@ -9,8 +9,8 @@
 //
 //   failover_compare [--haproxy PATH] [--rounds N]
 //   failover_compare [--haproxy PATH] --crashes N
-// The second form SIGKILLs a master N times in a row (restarting it at once) under the same load and
-// counts the new connections that failed: those that started after a kill and ended before the
+// The second form SIGKILLs a master N times in a row (restarting it at once) under the same load
+// and counts the new connections that failed: those that started after a kill and ended before the
 // next (one in flight across a kill may be lost with a master that had answered part of it).
 #include "tests/e2e/hosted.hpp"
 #include "tests/e2e/lb_process.hpp"
@@ -53,14 +53,16 @@ class Balancer {
   virtual ~Balancer() = default;
   virtual tcp::endpoint endpoint() const = 0;
   // Blocks until the balancer considers master `name` (at `address`) up / down; the time it saw it.
-  virtual std::optional<steady_clock::time_point> wait_state(const std::string& name, const std::string& address,
+  virtual std::optional<steady_clock::time_point> wait_state(const std::string& name,
+                                                             const std::string& address,
                                                              const std::string& state) = 0;
 };
 
 class ApiserverLb final : public Balancer {
  public:
   ApiserverLb(const std::vector<HostedMaster*>& masters, TempDir& dir) {
-    std::vector<std::string> args{"--config", dir.write("apiserver-lb.yaml", kApiserverLbConfig).string()};
+    std::vector<std::string> args{"--config",
+                                  dir.write("apiserver-lb.yaml", kApiserverLbConfig).string()};
     for (HostedMaster* m : masters) args.insert(args.end(), {"--target", m->address()});
     lb_.emplace(args);
   }
@@ -83,13 +85,16 @@ class ApiserverLb final : public Balancer {
 // another server) and `on-marked-down shutdown-sessions` (close what a down server held).
 class Haproxy final : public Balancer {
  public:
-  Haproxy(const std::string& binary, const std::vector<HostedMaster*>& masters, TempDir& dir, bool tuned)
-      : endpoint_(loopback(free_port())), socket_(dir.path() / (tuned ? "tuned.sock" : "haproxy.sock")) {
+  Haproxy(const std::string& binary, const std::vector<HostedMaster*>& masters, TempDir& dir,
+          bool tuned)
+      : endpoint_(loopback(free_port())),
+        socket_(dir.path() / (tuned ? "tuned.sock" : "haproxy.sock")) {
     std::ostringstream cfg;
-    cfg << "global\n  stats socket " << socket_.string() << " mode 600 level admin\n  maxconn 9000\n"
+    cfg << "global\n  stats socket " << socket_.string()
+        << " mode 600 level admin\n  maxconn 9000\n"
         << "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n"
-        << (tuned ? "  option redispatch\n  retries 3\n" : "")
-        << "frontend fe\n  bind " << to_string(endpoint_) << "\n  default_backend be\n"
+        << (tuned ? "  option redispatch\n  retries 3\n" : "") << "frontend fe\n  bind "
+        << to_string(endpoint_) << "\n  default_backend be\n"
         << "backend be\n  balance leastconn\n  default-server check inter 1s fall 2 rise 2"
         << (tuned ? " on-marked-down shutdown-sessions" : "") << "\n";
     for (std::size_t i = 0; i < masters.size(); ++i)
@@ -103,7 +108,8 @@ class Haproxy final : public Balancer {
   std::optional<steady_clock::time_point> wait_state(const std::string& name, const std::string&,
                                                      const std::string& state) override {
     const std::string wanted = state == "up" ? "UP" : "DOWN";
-    if (!wait_until([&] { return server_status(name) == wanted; }, kDeadline, 2ms)) return std::nullopt;
+    if (!wait_until([&] { return server_status(name) == wanted; }, kDeadline, 2ms))
+      return std::nullopt;
     return steady_clock::now();
   }
 
@@ -127,7 +133,8 @@ class Haproxy final : public Balancer {
       if (!line.starts_with("be," + server + ",")) continue;
       std::istringstream fields(line);
       std::string field;
-      for (int i = 0; i <= 17 && std::getline(fields, field, ','); ++i) {}
+      for (int i = 0; i <= 17 && std::getline(fields, field, ','); ++i) {
+      }
       return field;  // column 18: status
     }
     return "";
@@ -157,7 +164,8 @@ Outcome measure(Balancer& lb, std::vector<HostedMaster*>& masters, Fault fault) 
     (client->who() == "m2" ? to_m2 : others).push_back(std::move(client));
   }
   Loads load(lb.endpoint(), 2);
-  if (!wait_until([&] { return load.total() > 30; }, kDeadline)) throw std::runtime_error("no load");
+  if (!wait_until([&] { return load.total() > 30; }, kDeadline))
+    throw std::runtime_error("no load");
 
   // Held connections are watched from the fault on, on a thread of their own, while this one
   // waits for the balancer's verdict.
@@ -165,14 +173,18 @@ Outcome measure(Balancer& lb, std::vector<HostedMaster*>& masters, Fault fault) 
   const auto faulted = steady_clock::now();
   std::atomic<bool> all_closed = false;
   std::jthread watch([&](std::stop_token stop) {
-    all_closed = wait_until([&] {
-      bool all = true;
-      for (std::size_t i = 0; i < to_m2.size(); ++i) {
-        if (!out.held_closed_ms[i] && to_m2[i]->closed()) out.held_closed_ms[i] = ms(steady_clock::now() - faulted);
-        all = all && out.held_closed_ms[i].has_value();
-      }
-      return all || stop.stop_requested();
-    }, kDeadline + kWatchHeld, 2ms) && !stop.stop_requested();
+    all_closed = wait_until(
+                     [&] {
+                       bool all = true;
+                       for (std::size_t i = 0; i < to_m2.size(); ++i) {
+                         if (!out.held_closed_ms[i] && to_m2[i]->closed())
+                           out.held_closed_ms[i] = ms(steady_clock::now() - faulted);
+                         all = all && out.held_closed_ms[i].has_value();
+                       }
+                       return all || stop.stop_requested();
+                     },
+                     kDeadline + kWatchHeld, 2ms) &&
+                 !stop.stop_requested();
   });
   if (fault == Fault::crash) masters[1]->process().kill();
   else masters[1]->host().blackhole(BlackholeMethod::nftables);
@@ -187,7 +199,8 @@ Outcome measure(Balancer& lb, std::vector<HostedMaster*>& masters, Fault fault) 
   const auto detected = down.value_or(faulted + kDeadline);
   wait_until([&] { return steady_clock::now() > detected + 2s; }, kDeadline + 3s, 10ms);
   load.stop();
-  wait_until([&] { return all_closed || steady_clock::now() > detected + kWatchHeld; }, kDeadline + kWatchHeld, 10ms);
+  wait_until([&] { return all_closed || steady_clock::now() > detected + kWatchHeld; },
+             kDeadline + kWatchHeld, 10ms);
   watch.request_stop();
   watch.join();
   for (const auto& r : load.since(fault_done)) {
@@ -207,15 +220,24 @@ Crashes crash_repeatedly(Balancer& lb, std::vector<HostedMaster*>& masters, int 
     if (!lb.wait_state("m" + std::to_string(i + 1), masters[i]->address(), "up"))
       throw std::runtime_error("m" + std::to_string(i + 1) + " never came up");
   Loads load(lb.endpoint(), 2);
-  if (!wait_until([&] { return load.total() > 30; }, kDeadline)) throw std::runtime_error("no load");
+  if (!wait_until([&] { return load.total() > 30; }, kDeadline))
+    throw std::runtime_error("no load");
   std::vector<steady_clock::time_point> kills;
   for (int crash = 0; crash < n; ++crash) {
-    HostedMaster& victim = *masters[static_cast<std::size_t>(crash % 3)];
+    const std::size_t i = static_cast<std::size_t>(crash % 3);
+    HostedMaster& victim = *masters[i];
+    const std::string name = "m" + std::to_string(i + 1);
     kills.push_back(steady_clock::now());
     victim.process().kill();
+    // Back once the balancer has seen it die, as a real apiserver restarts.
+    if (!lb.wait_state(name, victim.address(), "down"))
+      throw std::runtime_error(name + " never marked down");
     victim.start();
+    if (!lb.wait_state(name, victim.address(), "up"))
+      throw std::runtime_error(name + " never back up");
     const std::size_t total = load.total();
-    if (!wait_until([&] { return load.total() >= total + 20; }, kDeadline)) throw std::runtime_error("load stalled");
+    if (!wait_until([&] { return load.total() >= total + 20; }, kDeadline))
+      throw std::runtime_error("load stalled");
   }
   kills.push_back(steady_clock::now());
   load.stop();
@@ -250,7 +272,8 @@ int main_impl(int argc, char** argv) {
     std::fprintf(stderr, "failover_compare: %s\n", TestHost::unavailable_reason().c_str());
     return 77;
   }
-  if (haproxy.empty()) std::fprintf(stderr, "failover_compare: no haproxy found: apiserver-lb only\n");
+  if (haproxy.empty())
+    std::fprintf(stderr, "failover_compare: no haproxy found: apiserver-lb only\n");
 
   auto fresh_masters = [](std::vector<std::unique_ptr<HostedMaster>>& owned) {
     std::vector<HostedMaster*> masters;
@@ -261,8 +284,10 @@ int main_impl(int argc, char** argv) {
     return masters;
   };
   if (crashes > 0) {
-    std::printf("| balancer | SIGKILLs | new connections | failed | in flight at a kill | of those failed |\n"
-                "| --- | ---: | ---: | ---: | ---: | ---: |\n");
+    std::printf(
+        "| balancer | SIGKILLs | new connections | failed | in flight at a kill | of those failed "
+        "|\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |\n");
     for (const std::string subject : {"apiserver-lb", "HAProxy tuned"}) {
       if (subject != "apiserver-lb" && haproxy.empty()) continue;
       std::vector<std::unique_ptr<HostedMaster>> owned;
@@ -272,14 +297,17 @@ int main_impl(int argc, char** argv) {
       if (subject == "apiserver-lb") lb = std::make_unique<ApiserverLb>(masters, dir);
       else lb = std::make_unique<Haproxy>(haproxy, masters, dir, true);
       const Crashes c = crash_repeatedly(*lb, masters, crashes);
-      std::printf("| %s | %d | %zu | %zu | %zu | %zu |\n", subject.c_str(), crashes, c.fresh, c.failed,
-                  c.straddled, c.straddled_failed);
+      std::printf("| %s | %d | %zu | %zu | %zu | %zu |\n", subject.c_str(), crashes, c.fresh,
+                  c.failed, c.straddled, c.straddled_failed);
       std::fflush(stdout);
     }
     return 0;
   }
-  std::printf("| fault | balancer | marked down (ms after the fault) | new connections | failed | took >= 1 s | "
-              "its held connections closed (ms after the fault) |\n| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
+  std::printf(
+      "| fault | balancer | marked down (ms after the fault) | new connections | failed | took >= "
+      "1 s | "
+      "its held connections closed (ms after the fault) |\n| --- | --- | ---: | ---: | ---: | ---: "
+      "| --- |\n");
   for (int round = 0; round < rounds; ++round) {
     for (Fault fault : {Fault::crash, Fault::blackhole}) {
       for (const std::string subject : {"apiserver-lb", "HAProxy", "HAProxy tuned"}) {
@@ -294,7 +322,8 @@ int main_impl(int argc, char** argv) {
         const Outcome o = measure(*lb, masters, fault);
         std::string held;
         for (const auto& t : o.held_closed_ms)
-          held += (held.empty() ? "" : ", ") + cell(t, "open after " + std::to_string(ms(kWatchHeld) / 1000) + " s");
+          held += (held.empty() ? "" : ", ") +
+                  cell(t, "open after " + std::to_string(ms(kWatchHeld) / 1000) + " s");
         std::printf("| %s | %s | %s | %zu | %zu | %zu | %s |\n", name_of(fault), subject.c_str(),
                     cell(o.detected_ms, "not within 10 s").c_str(), o.requests, o.failed, o.slow,
                     held.empty() ? "(none held)" : held.c_str());

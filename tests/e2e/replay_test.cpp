@@ -1,18 +1,18 @@
 // Crashes that no client sees: a master SIGKILLed again and again under a stream of new
-// connections, restarted once the balancer has marked it down. Connections its kernel had accepted but it never answered are reset when it dies;
-// the balancer replays their first flight on another master (upstream.replay_first_flight). For
-// each kind of client an apiserver has: TLS (the real case), plain HTTP (client speaks first,
-// `always`), and a server that speaks first.
+// connections, restarted once the balancer has marked it down. Connections its kernel had accepted
+// but it never answered are reset when it dies; the balancer replays their first flight on another
+// master (upstream.replay_first_flight). For each kind of client an apiserver has: TLS (the real
+// case), plain HTTP (client speaks first, `always`), and a server that speaks first.
 #include "tests/e2e/hosted.hpp"
 #include "tests/e2e/lb_process.hpp"
 #include "tests/e2e/load.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include <sys/socket.h>
 
@@ -30,7 +30,9 @@ constexpr auto kDeadline = 10s;
 constexpr int kCrashes = 50;
 
 enum class Kind { tls, plain, greeting };
-const char* name_of(Kind k) { return k == Kind::tls ? "tls" : k == Kind::plain ? "plain" : "greeting"; }
+const char* name_of(Kind k) {
+  return k == Kind::tls ? "tls" : k == Kind::plain ? "plain" : "greeting";
+}
 
 // Blocking reads and writes give up after 3 s: a lost request fails, it never hangs the load.
 template <typename Socket>
@@ -97,7 +99,8 @@ upstream: { connect_timeout: 500ms, retries: 2, replay_first_flight: )") +
   }
   LbProcess lb(args);
   for (int i = 1; i <= 3; ++i)
-    ASSERT_TRUE(wait_state(lb.process(), to_string(masters[i - 1]->endpoint()), "up", 0, nullptr, kDeadline));
+    ASSERT_TRUE(wait_state(lb.process(), to_string(masters[i - 1]->endpoint()), "up", 0, nullptr,
+                           kDeadline));
 
   // Two clients, so that one stalled by a lost in-flight request cannot hide the others.
   Load a([&] { return ask(kind, lb.endpoint()); }), b([&] { return ask(kind, lb.endpoint()); });
@@ -112,12 +115,15 @@ upstream: { connect_timeout: 500ms, retries: 2, replay_first_flight: )") +
     // Back once the balancer has seen it die, as a real apiserver restarts (seconds, not the
     // milliseconds a stand-in takes): a master back before it is marked down would have its new
     // connections closed by the late verdict (on_target_down: close), which is another story.
-    ASSERT_TRUE(wait_state(lb.process(), address, "down", mark, nullptr, kDeadline)) << "crash " << crash;
+    ASSERT_TRUE(wait_state(lb.process(), address, "down", mark, nullptr, kDeadline))
+        << "crash " << crash;
     masters[victim].reset();
     StandinOptions again = master(kind, static_cast<int>(victim) + 1);
     again.listening_on(address);
     masters[victim] = std::make_unique<StandinProcess>(APILB_STANDIN, again);
-    ASSERT_TRUE(wait_state(lb.process(), address, "up", mark, nullptr, kDeadline)) << "crash " << crash;
+    ASSERT_TRUE(wait_state(lb.process(), address, "up", mark, nullptr, kDeadline))
+        << "crash " << crash << ": " << address
+        << " not up again; /status: " << http_get(loopback(admin), "/status", kDeadline).body;
     ASSERT_TRUE(a.more(10) && b.more(10)) << "crash " << crash << ": the load stalled";
   }
   kills.push_back(steady_clock::now());
@@ -136,8 +142,9 @@ upstream: { connect_timeout: 500ms, retries: 2, replay_first_flight: )") +
       if (r.answered_by.empty()) (straddles ? straddled_failed : failed)++;
     }
   }
-  std::printf("%s: %d SIGKILLs; new connections %zu, failed %zu; in flight at a crash %zu, failed %zu\n",
-              name_of(kind), kCrashes, fresh, failed, straddled, straddled_failed);
+  std::printf(
+      "%s: %d SIGKILLs; new connections %zu, failed %zu; in flight at a crash %zu, failed %zu\n",
+      name_of(kind), kCrashes, fresh, failed, straddled, straddled_failed);
   EXPECT_EQ(failed, 0u) << lb.process().log().substr(0, 4000);
   EXPECT_GT(fresh, static_cast<std::size_t>(kCrashes) * 20);
   const std::string metrics = http_get(loopback(admin), "/metrics", kDeadline).body;
@@ -146,7 +153,8 @@ upstream: { connect_timeout: 500ms, retries: 2, replay_first_flight: )") +
   std::printf("%s\n", metrics.substr(at + 1, metrics.find('\n', at + 1) - at - 1).c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(Clients, ReplayCrashes, testing::Values(Kind::tls, Kind::plain, Kind::greeting),
+INSTANTIATE_TEST_SUITE_P(Clients, ReplayCrashes,
+                         testing::Values(Kind::tls, Kind::plain, Kind::greeting),
                          [](const auto& info) { return std::string(name_of(info.param)); });
 
 // A kube-apiserver stopping with --shutdown-delay-duration: /readyz red at once, its listener
@@ -175,21 +183,27 @@ TEST_P(GracefulShutdown, OfAMasterLosesNoRequest) {
   for (const auto& m : masters)
     ASSERT_TRUE(wait_state(lb.process(), to_string(m->endpoint()), "up", 0, nullptr, kDeadline));
 
-  Load a([&] { return ask(Kind::tls, lb.endpoint()); }), b([&] { return ask(Kind::tls, lb.endpoint()); });
+  Load a([&] { return ask(Kind::tls, lb.endpoint()); }),
+      b([&] { return ask(Kind::tls, lb.endpoint()); });
   ASSERT_TRUE(a.more(20) && b.more(20));
   const std::size_t from = lb.process().log().size();
   const auto stopping = steady_clock::now();
   masters[1]->process().send_signal(SIGTERM);
-  const auto drained = wait_state(lb.process(), m2, mode == "https" ? "draining" : "down", from, nullptr, kDeadline);
+  const auto drained =
+      wait_state(lb.process(), m2, mode == "https" ? "draining" : "down", from, nullptr, kDeadline);
   ASSERT_TRUE(drained) << lb.process().log();
   ASSERT_EQ(masters[1]->process().wait_exit(kDeadline), 0);
   ASSERT_TRUE(a.more(20) && b.more(20));
   a.stop();
   b.stop();
-  std::printf("graceful stop, %s checks: m2 %s %lld ms after SIGTERM (listener closed at %d ms); "
-              "%zu requests, %zu failed\n", mode.c_str(), mode == "https" ? "draining" : "down",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(*drained - stopping).count()),
-              kDelayMs, a.since(stopping).size() + b.since(stopping).size(), a.failures(stopping) + b.failures(stopping));
+  std::printf(
+      "graceful stop, %s checks: m2 %s %lld ms after SIGTERM (listener closed at %d ms); "
+      "%zu requests, %zu failed\n",
+      mode.c_str(), mode == "https" ? "draining" : "down",
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(*drained - stopping).count()),
+      kDelayMs, a.since(stopping).size() + b.since(stopping).size(),
+      a.failures(stopping) + b.failures(stopping));
   if (mode == "https") {
     EXPECT_LT(*drained - stopping, std::chrono::milliseconds(kDelayMs));
   }
