@@ -283,6 +283,12 @@ int main_impl(int argc, char** argv) {
     }
     return masters;
   };
+  // "apiserver-lb", "HAProxy" or "HAProxy tuned" in front of `masters`.
+  auto balancer = [&](const std::string& subject, const std::vector<HostedMaster*>& masters,
+                      TempDir& dir) -> std::unique_ptr<Balancer> {
+    if (subject == "apiserver-lb") return std::make_unique<ApiserverLb>(masters, dir);
+    return std::make_unique<Haproxy>(haproxy, masters, dir, subject == "HAProxy tuned");
+  };
   if (crashes > 0) {
     std::printf(
         "| balancer | SIGKILLs | new connections | failed | in flight at a kill | of those failed "
@@ -293,9 +299,7 @@ int main_impl(int argc, char** argv) {
       std::vector<std::unique_ptr<HostedMaster>> owned;
       auto masters = fresh_masters(owned);
       TempDir dir;
-      std::unique_ptr<Balancer> lb;
-      if (subject == "apiserver-lb") lb = std::make_unique<ApiserverLb>(masters, dir);
-      else lb = std::make_unique<Haproxy>(haproxy, masters, dir, true);
+      const auto lb = balancer(subject, masters, dir);
       const Crashes c = crash_repeatedly(*lb, masters, crashes);
       std::printf("| %s | %d | %zu | %zu | %zu | %zu |\n", subject.c_str(), crashes, c.fresh,
                   c.failed, c.straddled, c.straddled_failed);
@@ -316,9 +320,7 @@ int main_impl(int argc, char** argv) {
         std::vector<std::unique_ptr<HostedMaster>> owned;
         auto masters = fresh_masters(owned);
         TempDir dir;
-        std::unique_ptr<Balancer> lb;
-        if (subject == "apiserver-lb") lb = std::make_unique<ApiserverLb>(masters, dir);
-        else lb = std::make_unique<Haproxy>(haproxy, masters, dir, subject == "HAProxy tuned");
+        const auto lb = balancer(subject, masters, dir);
         const Outcome o = measure(*lb, masters, fault);
         std::string held;
         for (const auto& t : o.held_closed_ms)
