@@ -23,6 +23,23 @@ json::value optional_address(const std::optional<config::Address>& a) {
 
 std::string duration(config::Duration d) { return config::format_duration(d); }
 
+json::object health_json(const config::Health& h) {
+  return json::object{
+      {"mode", std::string(config::to_string(h.mode))},
+      {"interval", duration(h.interval)},
+      {"down_interval", duration(h.settled_down_interval())},
+      {"timeout", duration(h.timeout)},
+      {"rise", h.rise},
+      {"fall", h.fall},
+      {"path", h.path},
+      {"ca_file", h.ca_file},
+      {"cert_file", h.cert_file},
+      // A path is not the key, but nothing about the key is shown: the admin API has no
+      // authentication and its output ends up in tickets and screenshots.
+      {"key_file", h.key_file.empty() ? "" : "(set, not shown)"},
+  };
+}
+
 }  // namespace
 
 json::object config_json(const config::Config& c) {
@@ -33,20 +50,7 @@ json::object config_json(const config::Config& c) {
   o["targets_file"] = c.targets_file;
   o["first_master"] = optional_address(c.first_master);
   o["balance"] = std::string(config::to_string(c.balance));
-  o["health"] = json::object{
-      {"mode", std::string(config::to_string(c.health.mode))},
-      {"interval", duration(c.health.interval)},
-      {"down_interval", duration(c.health.settled_down_interval())},
-      {"timeout", duration(c.health.timeout)},
-      {"rise", c.health.rise},
-      {"fall", c.health.fall},
-      {"path", c.health.path},
-      {"ca_file", c.health.ca_file},
-      {"cert_file", c.health.cert_file},
-      // A path is not the key, but nothing about the key is shown: the admin API has no
-      // authentication and its output ends up in tickets and screenshots.
-      {"key_file", c.health.key_file.empty() ? "" : "(set, not shown)"},
-  };
+  o["health"] = health_json(c.health);
   o["upstream"] = json::object{
       {"connect_timeout", duration(c.upstream.connect_timeout)},
       {"retries", c.upstream.retries},
@@ -63,6 +67,22 @@ json::object config_json(const config::Config& c) {
       {"buffer_size", c.relay.buffer_size},
   };
   o["limits"] = json::object{{"max_connections", c.limits.max_connections}};
+  json::array listeners;
+  for (const config::Listener& l : c.listeners) {
+    json::object entry{{"listen", addresses(l.listen)}, {"target_port", l.port()}};
+    if (l.health_from) entry["health_from"] = *l.health_from;
+    else entry["health"] = health_json(l.health);
+    listeners.emplace_back(std::move(entry));
+  }
+  o["listeners"] = std::move(listeners);
+  o["rebalance"] = json::object{
+      {"enabled", c.rebalance.enabled},
+      {"threshold", c.rebalance.threshold},
+      {"after", duration(c.rebalance.after)},
+      {"rate", c.rebalance.rate},
+  };
+  o["upgrade"] =
+      json::object{{"socket", c.upgrade.socket_path()}, {"timeout", duration(c.upgrade.timeout)}};
   o["drain_timeout"] = duration(c.drain_timeout);
   o["threads"] = c.threads;
   o["log"] = json::object{

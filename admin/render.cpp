@@ -225,6 +225,11 @@ const std::vector<Family<Inputs>>& view_families() {
        "another target.",
        C,
        {{{}, [](const I& i) { return double(i.view.replayed); }}}},
+      {"apiserver_lb_client_connections_rebalanced_total",
+       "Long-lived client connections closed by rebalance so that they reconnect to a target "
+       "with fewer.",
+       C,
+       {{{}, [](const I& i) { return double(i.view.rebalanced); }}}},
       {"apiserver_lb_relay_bytes_total",
        "Bytes relayed, by mechanism.",
        C,
@@ -301,6 +306,7 @@ std::string render_status_json(const AdminView& view) {
   doc["panic_mode"] = view.panic;
   doc["connections_active"] = view.connections;
   doc["started"] = rfc3339(view.started);
+  doc["pid"] = view.pid;
   // Ages are computed here, on one clock: a browser's clock may be off by minutes.
   const auto now = std::chrono::system_clock::now();
   const auto age = [now](std::chrono::system_clock::time_point t) {

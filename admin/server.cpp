@@ -12,6 +12,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <sys/socket.h>
+
 #include <thread>
 
 namespace apilb::admin {
@@ -78,6 +80,16 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
     acceptor.bind(ep, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) throw std::system_error(ec, "admin: cannot listen on " + config::to_string(ep));
+    fd = acceptor.native_handle();
+  }
+  Impl(int listening, asio::any_io_executor c, Gather g)
+      : control(std::move(c)), gather(std::move(g)), acceptor(io), fd(listening) {
+    sockaddr_storage address{};
+    socklen_t length = sizeof address;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+    boost::system::error_code ec;
+    acceptor.assign(address.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+    if (ec) throw std::system_error(ec, "admin: cannot take over the inherited listener");
   }
 
   awaitable<void> accept_loop();
@@ -89,6 +101,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
   asio::any_io_executor control;
   Gather gather;
   tcp::acceptor acceptor;
+  int fd;  // the acceptor's, for an upgrade to hand over
   std::size_t connections = 0;
   bool alive = true;  // false once the AdminServer is gone; read and written on `control` only
   std::jthread thread;
@@ -186,6 +199,15 @@ awaitable<void> AdminServer::Impl::serve(tcp::socket socket) {
 AdminServer::AdminServer(const tcp::endpoint& endpoint, asio::any_io_executor control,
                          Gather gather)
     : impl_(std::make_shared<Impl>(endpoint, std::move(control), std::move(gather))) {
+  start();
+}
+
+AdminServer::AdminServer(int listening, asio::any_io_executor control, Gather gather)
+    : impl_(std::make_shared<Impl>(listening, std::move(control), std::move(gather))) {
+  start();
+}
+
+void AdminServer::start() {
   base::spawn(impl_->io, impl_->accept_loop(), "the admin accept loop");
   impl_->thread = std::jthread([impl = impl_.get()] {
     auto guard = asio::make_work_guard(impl->io);
@@ -200,5 +222,7 @@ AdminServer::~AdminServer() {
 }
 
 tcp::endpoint AdminServer::endpoint() const { return impl_->acceptor.local_endpoint(); }
+
+int AdminServer::native_handle() const { return impl_->fd; }
 
 }  // namespace apilb::admin

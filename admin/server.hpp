@@ -22,13 +22,18 @@ class AdminServer {
   // control executor's thread (or once that executor no longer runs).
   AdminServer(const boost::asio::ip::tcp::endpoint& endpoint, boost::asio::any_io_executor control,
               Gather gather);
+  // Serves on a listening socket another process handed over (an upgrade).
+  AdminServer(int listening, boost::asio::any_io_executor control, Gather gather);
   ~AdminServer();
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
 
   boost::asio::ip::tcp::endpoint endpoint() const;
+  int native_handle() const;  // the listening socket, for an upgrade to hand over
 
  private:
+  void start();
+
   struct Impl;
   std::shared_ptr<Impl> impl_;  // shared with requests waiting on the control executor
 };

@@ -23,6 +23,7 @@ struct AdminView {
   std::uint64_t rejected = 0;       // closed at once: max_connections
   std::uint64_t failed = 0;         // closed because no target could be reached
   std::uint64_t replayed = 0;       // first flights replayed on another target
+  std::uint64_t rebalanced = 0;     // closed by rebalance
   std::uint64_t bytes_copied = 0;   // relayed through buffers
   std::uint64_t bytes_spliced = 0;  // relayed with splice(2)
   std::uint64_t reloads_succeeded = 0;
@@ -31,6 +32,7 @@ struct AdminView {
   std::uint64_t bugs = 0;         // exceptions that escaped a coroutine (base::report_escaped)
   bool last_reload_ok = true;     // the last SIGHUP reload was taken (true before any)
   std::chrono::system_clock::time_point started;
+  std::int64_t pid = 0;                           // the process answering (an upgrade replaces it)
   std::vector<healthcheck::StateChange> changes;  // recent, oldest first
   std::shared_ptr<const config::Config> config;   // in force; null when not gathered
 };

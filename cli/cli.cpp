@@ -20,6 +20,7 @@ constexpr std::string_view kUsage =
   or:  apiserver-lb targets list|add ADDR|remove ADDR|drain ADDR|set ADDR... [--file FILE]
   or:  apiserver-lb status [--admin ADDR]
   or:  apiserver-lb check-san --server HOST:PORT --address HOST[:PORT] [--ca FILE]
+  or:  apiserver-lb upgrade [--config FILE] [--socket PATH] [--binary PATH]
   or:  apiserver-lb version
 One stable host:port in front of every master's kube-apiserver: a TCP relay with TLS untouched,
 active health checks, a live target feed and a read-only admin API.
@@ -30,6 +31,8 @@ Commands:
   targets                list or edit the targets file atomically (add, remove, drain, set)
   status                 the targets table from the admin API's /status: exit 0 ready, 1 not
   check-san              whether an apiserver's certificate names the balancer's address
+  upgrade                start the installed binary and hand it the listening sockets: no client
+                         connection is refused or cut; the old process drains and exits 0
   version                print the version
 
 Options:
@@ -43,6 +46,8 @@ Options:
   --server HOST:PORT     the apiserver whose certificate to read (check-san)
   --address HOST[:PORT]  the balancer's address the certificate must name (check-san)
   --ca FILE              verify the apiserver's certificate against this CA (check-san)
+  --socket PATH          the running process's upgrade socket (upgrade; default: upgrade.socket)
+  --binary PATH          the binary to start (upgrade; default: the one running, as installed now)
 
 Flags override the config file. Addresses are host:port, IPv6 as [::1]:6443; a target without a
 port means :6443.
@@ -54,6 +59,7 @@ int dispatch(std::string_view command, std::span<char*> args) {
   if (command == "targets") return targets(args);
   if (command == "status") return status(args);
   if (command == "check-san") return check_san(args);
+  if (command == "upgrade") return upgrade(args);
   if (command == "version" || command == "--version") {
     std::printf("apiserver-lb %s\n", APILB_VERSION);
     return 0;

@@ -72,5 +72,6 @@ int check_config(std::span<char*> args);
 int targets(std::span<char*> args);
 int status(std::span<char*> args);
 int check_san(std::span<char*> args);
+int upgrade(std::span<char*> args);
 
 }  // namespace apilb::cli

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <optional>
@@ -21,6 +22,17 @@ config::Result<config::Config> load(const std::optional<std::string>& path) {
   if (std::filesystem::exists(config::kDefaultConfigPath))
     return config::load_config(std::string(config::kDefaultConfigPath));
   return config::Config{};
+}
+
+// What an upgrade starts again: this binary's path (as installed now, so a package upgrade's new
+// binary) with the same arguments.
+control::Launch launch(std::span<char*> args) {
+  control::Launch l;
+  std::error_code ec;
+  l.executable = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  l.arguments.emplace_back("run");
+  for (char* a : args) l.arguments.emplace_back(a);
+  return l;
 }
 
 }  // namespace
@@ -59,17 +71,30 @@ int run(std::span<char*> args) {
     if (parsed) parsed = config::finalize(std::move(*parsed), overrides, file);
     return parsed;
   };
+  // Started by `apiserver-lb upgrade`: take the running process's sockets over. Its children
+  // (the next upgrade) must not see the variable.
+  std::optional<std::string> takeover_from;
+  if (const char* from = std::getenv(control::kTakeoverVariable)) {
+    takeover_from = from;
+    ::unsetenv(control::kTakeoverVariable);
+  }
   auto parsed = read();
   if (!parsed) {
     std::fprintf(stderr, "apiserver-lb: %s\n", parsed.error().message().c_str());
+    if (takeover_from) control::Takeover::report_failure(*takeover_from, parsed.error().message());
     return 1;
   }
   control::setup_logging(parsed->log);
+  std::optional<control::Takeover> takeover;
   try {
-    control::Controller controller(std::move(*parsed), read);
+    if (takeover_from) takeover.emplace(*takeover_from);
+    control::Controller controller(std::move(*parsed), read,
+                                   {launch(args), takeover ? &*takeover : nullptr});
     return controller.run();
   } catch (const std::exception& e) {
     spdlog::critical("cannot start: {}", e.what());
+    if (takeover) takeover->failed(e.what());
+    else if (takeover_from) control::Takeover::report_failure(*takeover_from, e.what());
     return 1;
   }
 }

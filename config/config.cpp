@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -140,6 +141,40 @@ void read(const Field& f, Limits& l) {
              }}});
 }
 
+void read(const Field& f, Rebalance& r) {
+  f.fields({
+      {"enabled", [&](const Field& v) { r.enabled = v.boolean(); }},
+      {"threshold", [&](const Field& v) { r.threshold = v.number(1.05, 100); }},
+      {"after", [&](const Field& v) { r.after = v.duration(0ms); }},
+      {"rate", [&](const Field& v) { r.rate = v.number(0.01, 10000); }},
+  });
+}
+
+void read(const Field& f, Upgrade& u) {
+  f.fields({
+      {"socket", [&](const Field& v) { u.socket = v.text(); }},
+      {"timeout", [&](const Field& v) { u.timeout = v.duration(100ms); }},
+  });
+}
+
+// An entry of `listeners`. Its health fields go over a copy of the top-level `health`, which is
+// why `listeners` is read after everything else.
+void read(const Field& f, Listener& l, const Health& main_health) {
+  l.health = main_health;
+  f.fields({
+      {"listen",
+       [&](const Field& v) {
+         // One address, or a list of them (both families, say).
+         if (v.is_list()) l.listen = v.addresses(Role::listen);
+         else l.listen = {v.address(Role::listen)};
+       }},
+      {"target_port", [&](const Field& v) { l.target_port = v.integer<std::uint16_t>(1, 65535); }},
+      {"health_from", [&](const Field& v) { l.health_from = v.integer<std::uint16_t>(1, 65535); }},
+      {"health", [&](const Field& v) { read(v, l.health); }},
+  });
+  if (l.listen.empty()) f.fail("needs a listen address");
+}
+
 void read(const Field& f, Log& l) {
   f.fields({
       {"level", [&](const Field& v) { l.level = v.choice(kLogLevels); }},
@@ -149,9 +184,11 @@ void read(const Field& f, Log& l) {
 
 Config read_config(const YAML::Node& root) {
   Config c;
+  std::optional<Field> listeners;
   Field(root, "", root.Mark(), c.positions)
       .fields({
           {"listen", [&](const Field& v) { c.listen = v.addresses(Role::listen); }},
+          {"listeners", [&](const Field& v) { listeners = v; }},  // below, once `health` is
           {"admin", [&](const Field& v) { read(v, c.admin); }},
           {"targets", [&](const Field& v) { c.targets = v.addresses(Role::target); }},
           {"targets_file", [&](const Field& v) { c.targets_file = v.text(); }},
@@ -165,7 +202,11 @@ Config read_config(const YAML::Node& root) {
           {"drain_timeout", [&](const Field& v) { c.drain_timeout = v.duration(0ms); }},
           {"threads", [&](const Field& v) { c.threads = v.integer(0u, 1024u); }},
           {"log", [&](const Field& v) { read(v, c.log); }},
+          {"rebalance", [&](const Field& v) { read(v, c.rebalance); }},
+          {"upgrade", [&](const Field& v) { read(v, c.upgrade); }},
       });
+  if (listeners)
+    listeners->items([&](const Field& v) { read(v, c.listeners.emplace_back(), c.health); });
   c.positions.erase("");  // the document itself is not a field
   return c;
 }
@@ -178,8 +219,77 @@ void forget(Positions& positions, std::string_view path) {
   });
 }
 
+using Broken = std::optional<std::pair<std::string, std::string>>;
+
+Broken broken_rule(const Health& h, const std::string& path) {
+  if (h.timeout > h.interval)
+    return {{path + ".timeout", format_duration(h.timeout) + " is longer than " + path +
+                                    ".interval (" + format_duration(h.interval) + ")"}};
+  if (h.down_interval && h.timeout > *h.down_interval)
+    return {{path + ".timeout", format_duration(h.timeout) + " is longer than " + path +
+                                    ".down_interval (" + format_duration(*h.down_interval) + ")"}};
+  if (!h.cert_file.empty() && h.key_file.empty())
+    return {{path + ".cert_file", "needs " + path + ".key_file as well"}};
+  if (h.cert_file.empty() && !h.key_file.empty())
+    return {{path + ".key_file", "needs " + path + ".cert_file as well"}};
+  return std::nullopt;
+}
+
+// The ports the main listener's targets are known to use (the feed's are known only at run time).
+std::vector<std::uint16_t> static_target_ports(const Config& c) {
+  std::vector<std::uint16_t> ports;
+  for (const Address& a : c.targets) ports.push_back(a.port);
+  if (c.first_master) ports.push_back(c.first_master->port);
+  return ports;
+}
+
+Broken broken_listener_rule(const Config& c) {
+  const auto main_ports = static_target_ports(c);
+  const auto is_main_port = [&](std::uint16_t port) {
+    return std::ranges::find(main_ports, port) != main_ports.end();
+  };
+  std::vector<Address> seen = c.listen;
+  if (c.admin.listen) seen.push_back(*c.admin.listen);
+  for (std::size_t i = 0; i < c.listeners.size(); ++i) {
+    const Listener& l = c.listeners[i];
+    const std::string path = "listeners[" + std::to_string(i) + "]";
+    for (std::size_t j = 0; j < l.listen.size(); ++j) {
+      if (std::ranges::find(seen, l.listen[j]) != seen.end())
+        return {{path + ".listen" + (l.listen.size() > 1 ? '[' + std::to_string(j) + ']' : ""),
+                 in_quotes(l.listen[j].to_string()) + " is already a listen address"}};
+      seen.push_back(l.listen[j]);
+    }
+    const std::string port = std::to_string(l.port());
+    if (is_main_port(l.port()))
+      return {{path + ".target_port", port + " is the port of `targets`: list " +
+                                          in_quotes(l.listen.front().to_string()) +
+                                          " under the top-level listen instead"}};
+    for (std::size_t j = 0; j < i; ++j)
+      if (c.listeners[j].port() == l.port())
+        return {{path + ".target_port",
+                 port + " is listeners[" + std::to_string(j) + "]'s target port already"}};
+    if (!l.health_from) {
+      if (auto broken = broken_rule(l.health, path + ".health")) return broken;
+      continue;
+    }
+    const std::string from = std::to_string(*l.health_from);
+    if (*l.health_from == l.port())
+      return {{path + ".health_from", from + " is this listener's own target port"}};
+    const auto source = std::ranges::find(c.listeners, *l.health_from, &Listener::port);
+    if (source != c.listeners.end()) {
+      if (source->health_from)
+        return {{path + ".health_from", "the listener on port " + from +
+                                            " follows another one's checks itself (no chains)"}};
+    } else if (!main_ports.empty() && !is_main_port(*l.health_from)) {
+      return {{path + ".health_from", "no targets use port " + from +
+                                          ": name the port of `targets` or of another listener"}};
+    }
+  }
+  return std::nullopt;
+}
+
 // Rules between fields. Returns the first broken one as (field, reason).
-std::optional<std::pair<std::string, std::string>> broken_rule(const Config& c) {
+Broken broken_rule(const Config& c) {
   if (c.listen.empty()) return {{"listen", "needs at least one address"}};
   for (const auto& [name, list] :
        {std::pair{"listen", &c.listen}, std::pair{"targets", &c.targets}}) {
@@ -196,19 +306,8 @@ std::optional<std::pair<std::string, std::string>> broken_rule(const Config& c) 
   if (c.targets.empty() && c.targets_file.empty() && !c.first_master)
     return {
         {"targets", "no targets, no targets_file and no first_master: nothing to send traffic to"}};
-  if (c.health.timeout > c.health.interval)
-    return {{"health.timeout", format_duration(c.health.timeout) +
-                                   " is longer than health.interval (" +
-                                   format_duration(c.health.interval) + ")"}};
-  if (c.health.down_interval && c.health.timeout > *c.health.down_interval)
-    return {{"health.timeout", format_duration(c.health.timeout) +
-                                   " is longer than health.down_interval (" +
-                                   format_duration(*c.health.down_interval) + ")"}};
-  if (!c.health.cert_file.empty() && c.health.key_file.empty())
-    return {{"health.cert_file", "needs health.key_file as well"}};
-  if (c.health.cert_file.empty() && !c.health.key_file.empty())
-    return {{"health.key_file", "needs health.cert_file as well"}};
-  return std::nullopt;
+  if (auto broken = broken_rule(c.health, "health")) return broken;
+  return broken_listener_rule(c);
 }
 
 }  // namespace
@@ -227,9 +326,11 @@ Result<Config> load_config(const std::filesystem::path& file) {
 }
 
 Result<Config> finalize(Config config, const Overrides& overrides, std::string_view file) {
+  std::vector<std::string_view> replaced;
   const auto replace = [&](auto& field, const auto& value, std::string_view path) {
     field = value;
     forget(config.positions, path);
+    replaced.push_back(path);
   };
   if (!overrides.listen.empty()) replace(config.listen, overrides.listen, "listen");
   if (!overrides.targets.empty()) replace(config.targets, overrides.targets, "targets");
@@ -239,11 +340,37 @@ Result<Config> finalize(Config config, const Overrides& overrides, std::string_v
 
   if (auto broken = broken_rule(config)) {
     auto [field, reason] = std::move(*broken);
-    const auto at = config.positions.find(field);
-    const Position p = at == config.positions.end() ? Position{} : at->second;
+    // A field left at its default has no position: point at the nearest one written around it.
+    Position p;
+    const bool from_flag = std::ranges::any_of(
+        replaced, [&, &path = field](std::string_view flag) { return path.starts_with(flag); });
+    for (std::string_view path = field; !path.empty() && !from_flag;) {
+      if (const auto at = config.positions.find(path); at != config.positions.end()) {
+        p = at->second;
+        break;
+      }
+      const auto dot = path.rfind('.'), bracket = path.rfind('[');
+      const auto cut = dot == path.npos       ? bracket
+                       : bracket == path.npos ? dot
+                                              : std::max(dot, bracket);
+      if (cut == path.npos) break;
+      path = path.substr(0, cut);
+    }
     return Error{std::string(file), p.line, p.column, std::move(field), std::move(reason)};
   }
   return config;
+}
+
+std::string state_directory() {
+  const char* state = std::getenv("STATE_DIRECTORY");
+  if (!state || !*state) return {};
+  return std::string(state, std::strcspn(state, ":"));  // systemd may list several
+}
+
+std::string Upgrade::socket_path() const {
+  if (!socket.empty()) return socket;
+  const std::string state = state_directory();
+  return (state.empty() ? std::string("/var/lib/apiserver-lb") : state) + "/upgrade.sock";
 }
 
 std::string_view to_string(Balance v) noexcept { return name_of(kBalances, v); }

@@ -73,6 +73,36 @@ struct Limits {
   std::uint32_t max_connections = 100000;
 };
 
+// One entry of `listeners`: another port of the same targets (konnectivity :8132, the rke2/k3s
+// supervisor :9345, etcd :2379), sharing the one target list and feed.
+struct Listener {
+  std::vector<Address> listen;
+  std::uint16_t target_port = 0;  // each target's port behind it; 0 (unset): the listen port
+  // Follow the checks of the targets on this port (the main listener's, or another entry's)
+  // instead of checking this port; unset: `health` below.
+  std::optional<std::uint16_t> health_from;
+  Health health;  // the top-level `health` with this entry's own `health` fields over it
+
+  std::uint16_t port() const { return target_port ? target_port : listen.front().port; }
+};
+
+// Closing a few of the oldest connections of a target that holds far more than its share, so that
+// long-lived watches spread again after a failover. Off unless enabled.
+struct Rebalance {
+  bool enabled = false;
+  double threshold = 1.5;  // the busiest target holds more than this times the fair share...
+  Duration after = std::chrono::minutes(2);  // ...for this long
+  double rate = 1.0;                         // connections closed per second at most, process-wide
+};
+
+// `apiserver-lb upgrade`: the Unix socket the running process hands its listeners over on.
+struct Upgrade {
+  std::string socket;  // "": $STATE_DIRECTORY/upgrade.sock, else /var/lib/apiserver-lb/upgrade.sock
+  Duration timeout = std::chrono::seconds(30);  // for the new process to start serving
+
+  std::string socket_path() const;
+};
+
 struct Log {
   LogLevel level = LogLevel::info;
   LogFormat format = LogFormat::text;
@@ -90,6 +120,7 @@ using Positions = std::map<std::string, Position, std::less<>>;
 // The whole configuration as validated; defaults are PRODUCT.md's.
 struct Config {
   std::vector<Address> listen{Address{"0.0.0.0", 6443}};
+  std::vector<Listener> listeners;  // more ports of the same targets
   Admin admin;
   std::vector<Address> targets;
   std::string targets_file;  // empty: no feed
@@ -100,6 +131,8 @@ struct Config {
   Tcp tcp;
   Relay relay;
   Limits limits;
+  Rebalance rebalance;
+  Upgrade upgrade;
   Duration drain_timeout = std::chrono::seconds(30);
   unsigned threads = 0;  // 0 = one per core
   Log log;
@@ -134,5 +167,7 @@ std::string_view to_string(LogLevel) noexcept;
 std::string_view to_string(SpliceMode) noexcept;
 std::string_view to_string(ReplayFirstFlight) noexcept;
 std::optional<LogLevel> parse_log_level(std::string_view) noexcept;
+// systemd's StateDirectory= ($STATE_DIRECTORY, the first of several); "" outside systemd.
+std::string state_directory();
 
 }  // namespace apilb::config

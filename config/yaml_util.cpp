@@ -1,6 +1,7 @@
 #include "config/yaml_util.hpp"
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <memory>
 
@@ -9,6 +10,17 @@ namespace apilb::config::detail {
 using namespace std::chrono_literals;
 
 std::string in_quotes(std::string_view text) { return '"' + std::string(text) + '"'; }
+
+namespace {
+
+std::string format_number(double value) {
+  std::string out = std::to_string(value);  // 1.500000
+  out.erase(out.find_last_not_of('0') + 1);
+  if (out.back() == '.') out.pop_back();
+  return out;
+}
+
+}  // namespace
 
 Position position(const YAML::Mark& mark) noexcept {
   if (mark.is_null()) return {};
@@ -63,6 +75,16 @@ bool Field::boolean() const {
   if (t == "true") return true;
   if (t == "false") return false;
   fail(in_quotes(t) + " is not true or false");
+}
+
+double Field::number(double min, double max) const {
+  const std::string t = token();
+  double value = 0;
+  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
+  if (ec != std::errc{} || end != t.data() + t.size()) fail(in_quotes(t) + " is not a number");
+  if (!(value >= min && value <= max))
+    fail("must be between " + format_number(min) + " and " + format_number(max) + ", got " + t);
+  return value;
 }
 
 Duration Field::duration(Duration min, Duration max) const {

@@ -70,6 +70,7 @@ class Field {
 
   bool is_null() const { return node_.IsNull(); }
   bool is_map() const { return node_.IsMap(); }
+  bool is_list() const { return node_.IsSequence(); }
 
   // A map of settings: each key known to `keys` goes to its reader; others are errors.
   void fields(std::initializer_list<Key> keys) const;
@@ -100,6 +101,9 @@ class Field {
   }
 
   Duration duration(Duration min, Duration max = Duration::max()) const;
+
+  // A decimal number such as 1.5.
+  double number(double min, double max) const;
 
   // For settings the kernel takes in whole seconds (TCP keepalive): "1500ms" would be truncated.
   Duration seconds(Duration min, Duration max) const;

@@ -1,11 +1,21 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "control/handoff.hpp"
+#include "control/upgrade.hpp"
 
 #include <functional>
 #include <memory>
 
 namespace apilb::control {
+
+// How the process was started, for `apiserver-lb upgrade`; `takeover` is set when this process was
+// started by an upgrade and has received the previous one's sockets (borrowed: it must outlive
+// Controller::run()).
+struct Startup {
+  Launch launch;
+  Takeover* takeover = nullptr;
+};
 
 // The control thread: builds target snapshots from the configuration and publishes them to the
 // workers, handles signals (SIGTERM/SIGINT drain and exit, SIGHUP reload), owns the worker threads.
@@ -16,7 +26,7 @@ class Controller {
   // the running configuration.
   using Reload = std::function<config::Result<config::Config>()>;
 
-  explicit Controller(config::Config config, Reload reload = {});
+  explicit Controller(config::Config config, Reload reload = {}, Startup startup = {});
   ~Controller();
   Controller(const Controller&) = delete;
   Controller& operator=(const Controller&) = delete;

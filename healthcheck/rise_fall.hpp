@@ -18,6 +18,11 @@ class RiseFall {
   RiseFall(int rise, int fall) noexcept : rise_(rise), fall_(fall) {}
 
   Transition record(bool passed) noexcept;
+  // Known up or down already (from a previous process), settled at the edge of that range.
+  void seed(bool up) noexcept {
+    known_ = true;
+    health_ = up ? top() : 0;
+  }
   // New limits; the state (unknown, up or down) is kept, settled at the edge of its range.
   void reset(int rise, int fall) noexcept {
     const Health before = state();

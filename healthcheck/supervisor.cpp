@@ -46,6 +46,12 @@ struct Supervisor::Checker {
     boost::system::error_code ec;
     const auto ip = asio::ip::make_address(spec.address.host, ec);
     if (!ec) endpoint = tcp::endpoint(ip, spec.address.port);
+    if (spec.inherited != TargetState::unknown) {
+      rise_fall.seed(spec.inherited == TargetState::up);
+      if (spec.inherited == TargetState::draining) last_failure = Outcome::not_ready;
+      state = derive();
+      if (state == TargetState::up) last_up = steady_clock::now();
+    }
   }
 
   // The state workers see: the checks' verdict, refined by what kind of failure it was and by the

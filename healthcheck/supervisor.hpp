@@ -23,6 +23,10 @@ struct TargetSpec {
   config::Address address;
   Origin origin = Origin::config;
   bool drain = false;  // planned maintenance: no new connections, established ones finish
+  // What the process that handed over to this one knew of it (an upgrade): a new target starts in
+  // that state instead of unknown, so an upgrade neither sends to a dead master nor waits for
+  // `rise` checks of a healthy one. Ignored for a target that is checked already.
+  TargetState inherited = TargetState::unknown;
 };
 
 // Durations of a target's active checks in fixed buckets (Prometheus histogram semantics:

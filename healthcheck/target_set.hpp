@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -63,6 +64,11 @@ class TargetSet {
   bool panic() const noexcept { return panic_; }
   // Whether a worker must close its established connections to the target owning `stats`.
   bool must_close(const TargetStats* stats) const noexcept;
+  // The same hosts, states and order on another port, with the counters `stats_for(name)` gives:
+  // the snapshot of a listener that follows these checks (listeners[].health_from).
+  std::shared_ptr<const TargetSet> on_port(
+      std::uint16_t port,
+      const std::function<std::shared_ptr<TargetStats>(const std::string& name)>& stats_for) const;
 
  private:
   std::uint64_t generation_;
@@ -70,6 +76,8 @@ class TargetSet {
   std::vector<std::uint32_t> eligible_;
   std::vector<const TargetStats*> to_close_;  // sorted
   bool panic_ = false;
+  bool close_on_down_;
+  bool has_last_resort_ = false;  // the last of targets_ is the last resort
 };
 
 using TargetSetPtr = std::shared_ptr<const TargetSet>;

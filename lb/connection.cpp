@@ -89,14 +89,14 @@ Connection::~Connection() {
   w_.shared.connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void Connection::start() {
+void Connection::start(healthcheck::TargetSetPtr targets) {
   if (!client_.is_open()) {
     delete this;
     return;
   }
   w_.connections.push_back(*this);
   // Pin the snapshot: the Target we pick stays valid however often the control thread publishes.
-  pinned_ = w_.targets;
+  pinned_ = std::move(targets);
   if (!pinned_ || pinned_->eligible().empty()) {
     w_.shared.failed.fetch_add(1, std::memory_order_relaxed);
     if (w_.shared.no_target.allow())

@@ -44,7 +44,8 @@ class Connection : public AllHook {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  void start();
+  // Picks a target from `targets` (its listener's snapshot, pinned for the connection's life).
+  void start(healthcheck::TargetSetPtr targets);
   // Closes both sockets: pending waits complete with operation_aborted and the object goes away
   // with the last of them (at once if none is pending). May delete `this`.
   void abort() noexcept;

@@ -50,7 +50,7 @@ ForwarderSettings ForwarderSettings::from(const config::Config& c) {
   return s;
 }
 
-awaitable<void> Worker::accept_loop(std::unique_ptr<tcp::acceptor> owned) {
+awaitable<void> Worker::accept_loop(std::unique_ptr<tcp::acceptor> owned, std::size_t pool) {
   tcp::acceptor& acceptor = *owned;
   acceptors.push_back(&acceptor);
   struct Unregister {
@@ -89,7 +89,7 @@ awaitable<void> Worker::accept_loop(std::unique_ptr<tcp::acceptor> owned) {
                        settings.max_connections, shared.over_limit.suppressed());
         continue;
       }
-      (new Connection(*this, fd, protocol))->start();
+      (new Connection(*this, fd, protocol))->start(pool < targets.size() ? targets[pool] : nullptr);
     }
   }
 }
@@ -156,7 +156,21 @@ Forwarder::Forwarder(ForwarderSettings settings, ForwarderShared& shared)
 
 Forwarder::~Forwarder() = default;
 
-tcp::endpoint Forwarder::listen(const tcp::endpoint& ep) {
+namespace {
+
+// Closes a listener on this process only: the socket lives on where another process holds it (an
+// upgrade handed it over), so its epoll registration is removed first. (Asio's close() skips that
+// for a socket it opened itself, and the registration would outlive the close in that case.)
+void release(tcp::acceptor& acceptor) {
+  error_code ignored;
+  if (!acceptor.is_open()) return;
+  const int fd = acceptor.release(ignored);
+  if (fd >= 0) ::close(fd);
+}
+
+}  // namespace
+
+Listening Forwarder::listen(const tcp::endpoint& ep, std::size_t pool) {
   auto acceptor = std::make_unique<tcp::acceptor>(*worker_->io);
   error_code ec;
   acceptor->open(ep.protocol(), ec);
@@ -175,18 +189,37 @@ tcp::endpoint Forwarder::listen(const tcp::endpoint& ep) {
   if (ec) {
     throw std::system_error(ec, "cannot listen on " + config::to_string(ep));
   }
-  const tcp::endpoint bound = acceptor->local_endpoint();
-  asio::post(*worker_->io, [w = worker_.get(), a = std::move(acceptor)]() mutable {
-    base::spawn(*w->io, w->accept_loop(std::move(a)), "a forwarder accept loop");
+  return start_accepting(std::move(acceptor), pool);
+}
+
+Listening Forwarder::adopt(int fd, std::size_t pool) {
+  auto acceptor = std::make_unique<tcp::acceptor>(*worker_->io);
+  error_code ec;
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+    throw std::system_error(errno, std::generic_category(), "an inherited listener");
+  const tcp protocol = address.ss_family == AF_INET6 ? tcp::v6() : tcp::v4();
+  acceptor->assign(protocol, fd, ec);
+  if (ec) throw std::system_error(ec, "an inherited listener");
+  acceptor->non_blocking(true, ec);
+  tune_tcp(fd, worker_->listener_tcp);
+  return start_accepting(std::move(acceptor), pool);
+}
+
+Listening Forwarder::start_accepting(std::unique_ptr<tcp::acceptor> acceptor, std::size_t pool) {
+  const Listening listening{acceptor->local_endpoint(), acceptor->native_handle()};
+  asio::post(*worker_->io, [w = worker_.get(), a = std::move(acceptor), pool]() mutable {
+    base::spawn(*w->io, w->accept_loop(std::move(a), pool), "a forwarder accept loop");
   });
-  return bound;
+  return listening;
 }
 
 void Forwarder::unlisten(const tcp::endpoint& ep) {
   asio::post(*worker_->io, [w = worker_.get(), ep] {
-    for (tcp::acceptor* a : w->acceptors) {
+    for (tcp::acceptor* a : std::vector(w->acceptors)) {
       error_code ec;
-      if (a->local_endpoint(ec) == ep) a->close(ec);
+      if (a->local_endpoint(ec) == ep) release(*a);
     }
   });
 }
@@ -214,21 +247,32 @@ void Forwarder::run() {
   worker_->io->run();
 }
 
-void Forwarder::publish(TargetSetPtr next) {
-  asio::post(*worker_->io, [w = worker_.get(), next = std::move(next)]() mutable {
-    w->targets = std::move(next);
+void Forwarder::publish(TargetSetPtr next, std::size_t pool) {
+  asio::post(*worker_->io, [w = worker_.get(), next = std::move(next), pool]() mutable {
+    if (w->targets.size() <= pool) w->targets.resize(pool + 1);
+    w->targets[pool] = next;
+    // A connection of another pool never matches: its target's counters are its pool's own.
     w->for_each_connection([&](Connection& c) {
-      if (c.must_close(*w->targets)) c.target_down();
+      if (c.must_close(*next)) c.target_down();
     });
   });
 }
 
 void Forwarder::stop_accepting() {
   asio::post(*worker_->io, [w = worker_.get()] {
-    for (tcp::acceptor* a : w->acceptors) {
-      error_code ignored;
-      a->close(ignored);
-    }
+    for (tcp::acceptor* a : std::vector(w->acceptors)) release(*a);
+  });
+}
+
+void Forwarder::close_oldest(std::shared_ptr<const healthcheck::TargetStats> target,
+                             std::shared_ptr<std::atomic<int>> budget) {
+  asio::post(*worker_->io, [w = worker_.get(), target = std::move(target), budget] {
+    // The list is in accept order: the oldest connections first.
+    w->for_each_connection([&](Connection& c) {
+      if (!c.connected_to(target.get()) || budget->fetch_sub(1) <= 0) return;
+      w->shared.rebalanced.fetch_add(1, std::memory_order_relaxed);
+      c.abort();
+    });
   });
 }
 

@@ -35,8 +35,8 @@ struct Worker {
     io.reset();
   }
 
-  boost::asio::awaitable<void> accept_loop(
-      std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor);
+  boost::asio::awaitable<void> accept_loop(std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor,
+                                           std::size_t pool);
   void watch_connect(Connection& c);
   void arm_connect_timer(Clock::time_point at);
   void on_connect_timer();
@@ -58,7 +58,7 @@ struct Worker {
   Balancer balancer;
   BufferPool buffers;
   PipePool pipes;
-  healthcheck::TargetSetPtr targets;
+  std::vector<healthcheck::TargetSetPtr> targets;  // one snapshot per pool (listeners[] + 1)
   boost::intrusive::list<Connection, boost::intrusive::constant_time_size<false>> connections;
   // Connections waiting for their connect, in deadline order, swept by one timer per worker: no
   // timer (and its allocation and timerfd update) per connect.

@@ -415,8 +415,9 @@ TEST(ParseConfig, RejectsHealthPathsThatAreNotAbsolute) {
 TEST(ParseConfig, RejectsUnknownTopLevelKeyListingTheValidOnes) {
   EXPECT_EQ(
       parse_error("listen: [\"0.0.0.0:6443\"]\nbalancer: round_robin\n"),
-      "config.yaml:2:1: unknown key \"balancer\" (valid: listen, admin, targets, targets_file, "
-      "first_master, balance, health, upstream, tcp, relay, limits, drain_timeout, threads, log)");
+      "config.yaml:2:1: unknown key \"balancer\" (valid: listen, listeners, admin, targets, "
+      "targets_file, first_master, balance, health, upstream, tcp, relay, limits, drain_timeout, "
+      "threads, log, rebalance, upgrade)");
 }
 
 TEST(ParseConfig, RejectsUnknownNestedKeyWithPosition) {
@@ -515,9 +516,91 @@ TEST(Finalize, RejectsAHealthTimeoutLongerThanTheInterval) {
             "config.yaml:4:12: health.timeout: 1001ms is longer than health.interval (1s)");
   EXPECT_EQ(finalize_error("targets: [a]\nhealth: {timeout: 3s}\n"),
             "config.yaml:2:19: health.timeout: 3s is longer than health.interval (2s)");
-  // Written only as a shorter interval: the timeout has no line of its own to point at.
+  // Written only as a shorter interval: the timeout has no line of its own, its section has.
   EXPECT_EQ(finalize_error("targets: [a]\nhealth: {interval: 500ms}\n"),
-            "config.yaml: health.timeout: 1s is longer than health.interval (500ms)");
+            "config.yaml:2:9: health.timeout: 1s is longer than health.interval (500ms)");
+}
+
+TEST(ParseConfig, ReadsListenersRebalanceAndUpgrade) {
+  const Config c = parsed(R"(
+health: { mode: https, interval: 1s, timeout: 500ms }
+listeners:
+  - listen: 0.0.0.0:9345
+    health_from: 6443
+  - listen: ["0.0.0.0:2379", "[::]:2379"]
+    target_port: 12379
+    health: { mode: tcp }
+rebalance: { enabled: true, threshold: 1.25, after: 30s, rate: 0.5 }
+upgrade: { socket: /run/lb.sock, timeout: 1m }
+)");
+  ASSERT_EQ(c.listeners.size(), 2u);
+  EXPECT_EQ(c.listeners[0].listen, (std::vector<Address>{{"0.0.0.0", 9345}}));
+  EXPECT_EQ(c.listeners[0].port(), 9345);
+  EXPECT_EQ(c.listeners[0].health_from, 6443);
+  EXPECT_EQ(c.listeners[1].listen, (std::vector<Address>{{"0.0.0.0", 2379}, {"::", 2379}}));
+  EXPECT_EQ(c.listeners[1].port(), 12379);
+  EXPECT_FALSE(c.listeners[1].health_from);
+  // A listener's health is the top-level one with its own fields over it.
+  EXPECT_EQ(c.listeners[1].health.mode, HealthMode::tcp);
+  EXPECT_EQ(c.listeners[1].health.interval, 1s);
+  EXPECT_EQ(c.listeners[1].health.timeout, 500ms);
+  EXPECT_TRUE(c.rebalance.enabled);
+  EXPECT_EQ(c.rebalance.threshold, 1.25);
+  EXPECT_EQ(c.rebalance.after, 30s);
+  EXPECT_EQ(c.rebalance.rate, 0.5);
+  EXPECT_EQ(c.upgrade.socket_path(), "/run/lb.sock");
+  EXPECT_EQ(c.upgrade.timeout, 60s);
+}
+
+TEST(ParseConfig, LeavesListenersEmptyRebalanceOffAndTheUpgradeSocketInTheStateDirectory) {
+  const Config c = parsed("");
+  EXPECT_TRUE(c.listeners.empty());
+  EXPECT_FALSE(c.rebalance.enabled);
+  ::unsetenv("STATE_DIRECTORY");
+  EXPECT_EQ(c.upgrade.socket_path(), "/var/lib/apiserver-lb/upgrade.sock");
+  ::setenv("STATE_DIRECTORY", "/var/lib/apiserver-lb-test:/other", 1);
+  EXPECT_EQ(c.upgrade.socket_path(), "/var/lib/apiserver-lb-test/upgrade.sock");
+  ::unsetenv("STATE_DIRECTORY");
+}
+
+TEST(ParseConfig, RejectsBadListenersAndRebalanceValuesWithPosition) {
+  EXPECT_EQ(parse_error("listeners:\n  - target_port: 9345\n"),
+            "config.yaml:2:5: listeners[0]: needs a listen address");
+  EXPECT_EQ(parse_error("listeners:\n  - listen: 0.0.0.0:9345\n    health_from: main\n"),
+            "config.yaml:3:18: listeners[0].health_from: \"main\" is not a whole number");
+  EXPECT_EQ(parse_error("listeners:\n  - listen: 0.0.0.0:9345\n    port: 1\n"),
+            "config.yaml:3:5: listeners[0]: unknown key \"port\" (valid: listen, target_port, "
+            "health_from, health)");
+  EXPECT_EQ(parse_error("rebalance: { threshold: 1 }\n"),
+            "config.yaml:1:25: rebalance.threshold: must be between 1.05 and 100, got 1");
+  EXPECT_EQ(parse_error("rebalance: { rate: fast }\n"),
+            "config.yaml:1:20: rebalance.rate: \"fast\" is not a number");
+}
+
+TEST(Finalize, RejectsListenersThatClashWithTheMainListenerOrEachOther) {
+  const auto error = [](const std::string& listeners) {
+    return finalize_error("targets: [10.0.0.1, 10.0.0.2]\nlisteners:\n" + listeners);
+  };
+  EXPECT_EQ(error("  - listen: 0.0.0.0:6443\n"),
+            "config.yaml:3:13: listeners[0].listen: \"0.0.0.0:6443\" is already a listen address");
+  EXPECT_EQ(error("  - listen: 0.0.0.0:7443\n    target_port: 6443\n"),
+            "config.yaml:4:18: listeners[0].target_port: 6443 is the port of `targets`: list "
+            "\"0.0.0.0:7443\" under the top-level listen instead");
+  EXPECT_EQ(error("  - listen: 0.0.0.0:9345\n  - listen: 0.0.0.0:9346\n    target_port: 9345\n"),
+            "config.yaml:5:18: listeners[1].target_port: 9345 is listeners[0]'s target port "
+            "already");
+  EXPECT_EQ(error("  - listen: 0.0.0.0:9345\n    health_from: 7000\n"),
+            "config.yaml:4:18: listeners[0].health_from: no targets use port 7000: name the port "
+            "of `targets` or of another listener");
+  EXPECT_EQ(error("  - listen: 0.0.0.0:9345\n    health_from: 9345\n"),
+            "config.yaml:4:18: listeners[0].health_from: 9345 is this listener's own target port");
+  EXPECT_EQ(error("  - listen: 0.0.0.0:9345\n    health_from: 6443\n  - listen: 0.0.0.0:8132\n"
+                  "    health_from: 9345\n"),
+            "config.yaml:6:18: listeners[1].health_from: the listener on port 9345 follows "
+            "another one's checks itself (no chains)");
+  EXPECT_EQ(error("  - listen: 0.0.0.0:9345\n    health: { interval: 500ms }\n"),
+            "config.yaml:4:13: listeners[0].health.timeout: 1s is longer than "
+            "listeners[0].health.interval (500ms)");
 }
 
 TEST(ParseConfig, ReplaysTlsFirstFlightsByDefaultAndTakesTheOtherModes) {
@@ -538,7 +621,7 @@ TEST(Finalize, DownIntervalDefaultsToTheIntervalAndMustOutlastTheTimeout) {
   const Config slower = parsed("health: {interval: 2s, down_interval: 10s}\n");
   EXPECT_EQ(slower.health.settled_down_interval(), 10s);
   EXPECT_EQ(finalize_error("targets: [a]\nhealth:\n  down_interval: 500ms\n"),
-            "config.yaml: health.timeout: 1s is longer than health.down_interval (500ms)");
+            "config.yaml:3:3: health.timeout: 1s is longer than health.down_interval (500ms)");
   EXPECT_EQ(parse_error("health: {down_interval: soon}\n"),
             "config.yaml:1:25: health.down_interval: \"soon\" is not a duration");
 }

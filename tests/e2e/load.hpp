@@ -22,8 +22,8 @@
 namespace apilb::test {
 
 // Runs `request` in a loop on its own thread (each call a new client connection) until stopped or
-// after 50,000 requests. A request returns who answered, or "" when it failed; it must bound
-// itself in time. Any thread may read the results.
+// after `limit` requests (50,000 unless given). A request returns who answered, or "" when it
+// failed; it must bound itself in time. Any thread may read the results.
 class Load {
  public:
   using Clock = std::chrono::steady_clock;
@@ -33,9 +33,10 @@ class Load {
     std::string answered_by;  // empty: failed
   };
 
-  explicit Load(std::function<std::string()> request) : request_(std::move(request)) {
-    thread_ = std::jthread([this](std::stop_token stop) {
-      for (int i = 0; i < 50000 && !stop.stop_requested(); ++i) {
+  explicit Load(std::function<std::string()> request, int limit = 50000)
+      : request_(std::move(request)) {
+    thread_ = std::jthread([this, limit](std::stop_token stop) {
+      for (int i = 0; i < limit && !stop.stop_requested(); ++i) {
         const auto started = Clock::now();
         std::string name = request_();
         std::lock_guard lock(mutex_);

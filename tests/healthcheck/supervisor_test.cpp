@@ -301,5 +301,61 @@ TEST(Supervisor, PanicModePrefersTheMostRecentlyHealthyTarget) {
   EXPECT_EQ(h.latest()->targets()[0].name, second_address.to_string());
 }
 
+TEST(Supervisor, StartsTargetsInTheStateAPreviousProcessHandedOver) {
+  test::EchoBackend up_one, also_up;
+  test::RefusingTarget down_one;
+  Harness h(fast_checks(5s));  // no check comes before the asserts below
+  TargetSpec up{address_of(up_one.endpoint())}, down{address_of(down_one.endpoint())},
+      fresh{address_of(also_up.endpoint())};
+  up.inherited = TargetState::up;
+  down.inherited = TargetState::down;
+  h.supervisor().set_targets({up, down, fresh});
+  EXPECT_EQ(h.latest()->targets()[0].state, TargetState::up);
+  EXPECT_EQ(h.latest()->targets()[1].state, TargetState::down);
+  EXPECT_EQ(h.latest()->targets()[2].state, TargetState::unknown);
+  // Only the up one takes connections: an unknown target is eligible only while none is up.
+  ASSERT_EQ(h.latest()->eligible().size(), 1u);
+  EXPECT_EQ(h.latest()->eligible()[0], 0u);
+}
+
+TEST(TargetSet, OnAnotherPortKeepsHostsStatesAndOrderWithTheirOwnCounters) {
+  auto stats = std::make_shared<TargetStats>();
+  std::vector<Target> targets(2);
+  targets[0].address = {"10.0.0.1", 6443};
+  targets[0].endpoint = {asio::ip::make_address("10.0.0.1"), 6443};
+  targets[0].state = TargetState::down;
+  targets[1].address = {"10.0.0.2", 6443};
+  targets[1].endpoint = {asio::ip::make_address("10.0.0.2"), 6443};
+  targets[1].state = TargetState::up;
+  const TargetSet main(7, targets, true);
+  std::vector<std::string> asked;
+  const auto moved = main.on_port(9345, [&](const std::string& name) {
+    asked.push_back(name);
+    return stats;
+  });
+  EXPECT_EQ(moved->generation(), 7u);
+  ASSERT_EQ(moved->targets().size(), 2u);
+  EXPECT_EQ(moved->targets()[0].name, "10.0.0.1:9345");
+  EXPECT_EQ(moved->targets()[0].endpoint.port(), 9345);
+  EXPECT_EQ(moved->targets()[0].state, TargetState::down);
+  EXPECT_EQ(moved->targets()[1].state, TargetState::up);
+  EXPECT_EQ(asked, (std::vector<std::string>{"10.0.0.1:9345", "10.0.0.2:9345"}));
+  ASSERT_EQ(moved->eligible().size(), 1u);
+  EXPECT_TRUE(moved->must_close(stats.get()));  // the down one's counters are the shared `stats`
+
+  // In panic mode the last resort moves too, and stays last.
+  targets[1].state = TargetState::down;
+  Target last;
+  last.address = {"10.0.0.9", 6443};
+  last.endpoint = {asio::ip::make_address("10.0.0.9"), 6443};
+  const TargetSet panic(8, targets, true, &last);
+  const auto moved_panic =
+      panic.on_port(9345, [](const std::string&) { return std::make_shared<TargetStats>(); });
+  EXPECT_TRUE(moved_panic->panic());
+  ASSERT_EQ(moved_panic->targets().size(), 3u);
+  EXPECT_EQ(moved_panic->targets()[2].name, "10.0.0.9:9345");
+  EXPECT_EQ(moved_panic->eligible().size(), 3u);
+}
+
 }  // namespace
 }  // namespace apilb::healthcheck

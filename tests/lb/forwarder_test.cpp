@@ -47,7 +47,7 @@ class Balancer {
     endpoint_ = test::loopback();
     for (unsigned i = 0; i < workers; ++i) {
       workers_.push_back(std::make_unique<Forwarder>(settings, shared_));
-      endpoint_ = workers_.back()->listen(endpoint_);  // the others share the first one's port
+      endpoint_ = workers_.back()->listen(endpoint_).endpoint;  // the others share its port
     }
     publish(targets_);
     for (auto& w : workers_) threads_.emplace_back([&w] { w->run(); });

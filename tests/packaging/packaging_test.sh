@@ -65,6 +65,7 @@ test_deb() {
   local postinst
   postinst=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./postinst)
   grep -Eq 'adduser .*--system --group' <<<"$postinst" || fail "postinst does not create the apiserver-lb system user"
+  grep -Eq '/usr/bin/apiserver-lb upgrade' <<<"$postinst" || fail "postinst does not hand a running service over on upgrade"
 
   contents=$(dpkg-deb -c "$deb")
   echo "$contents"
@@ -123,7 +124,7 @@ test_unit() {
   local settings=(
     "User=apiserver-lb" "AmbientCapabilities=CAP_NET_BIND_SERVICE" "CapabilityBoundingSet=CAP_NET_BIND_SERVICE"
     "NoNewPrivileges=yes" "ProtectSystem=strict" "ProtectHome=yes" "PrivateTmp=yes" "LimitNOFILE=1048576"
-    "Restart=on-failure" "ExecReload=/bin/kill -HUP \$MAINPID"
+    "Restart=on-failure" "ExecReload=/bin/kill -HUP \$MAINPID" "Type=notify" "NotifyAccess=main"
     "ExecStart=/usr/bin/apiserver-lb run --config /etc/apiserver-lb/config.yaml"
   )
   for s in "${settings[@]}"; do grep -qxF -- "$s" "$unit" || fail "the unit lacks $s"; done
