@@ -6,6 +6,7 @@
 #include "control/feed_watcher.hpp"
 #include "control/logging.hpp"
 #include "healthcheck/supervisor.hpp"
+#include "lb/engine.hpp"
 #include "lb/forwarder.hpp"
 
 #include <spdlog/spdlog.h>
@@ -23,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 
@@ -76,6 +78,7 @@ struct Controller::Impl {
       std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone);
 
   config::Config config;
+  config::Engine engine = config::Engine::epoll;  // chosen at start for every worker
   Controller::Reload reload_source;
   std::optional<asio::io_context> io{std::in_place, 1};
   lb::ForwarderShared shared;
@@ -99,6 +102,7 @@ AdminView Controller::Impl::admin_view() const {
   AdminView v;
   for (const auto& [configured, bound] : listeners) v.listeners.push_back(to_string(bound));
   v.balance = config.balance;
+  v.engine = engine;
   v.listening = !workers.empty() && !draining;
   v.panic = supervisor->panic();
   v.targets = supervisor->status();
@@ -386,7 +390,22 @@ int Controller::run() {
   const unsigned threads =
       s.config.threads ? s.config.threads : std::max(1u, std::thread::hardware_concurrency());
 
-  const auto settings = ForwarderSettings::from(s.config);
+  auto settings = ForwarderSettings::from(s.config);
+  // APILB_RELAY_ENGINE overrides relay.engine, as a flag would (the test suite runs every e2e test
+  // on both engines with it).
+  config::Engine requested = s.config.relay.engine;
+  if (const char* env = std::getenv("APILB_RELAY_ENGINE"); env && *env) {
+    const auto parsed = config::parse_engine(env);
+    if (!parsed)
+      throw std::runtime_error(
+          fmt::format("APILB_RELAY_ENGINE: \"{}\" is not one of auto, uring, epoll", env));
+    requested = *parsed;
+  }
+  const lb::EngineChoice choice = lb::choose_engine(requested);  // throws: uring unavailable
+  if (!choice.fallback_reason.empty())
+    spdlog::warn("relay.engine auto: io_uring unavailable ({}); using epoll",
+                 choice.fallback_reason);
+  s.engine = settings.relay.engine = choice.engine;
   for (unsigned i = 0; i < threads; ++i)
     s.workers.push_back(std::make_unique<Forwarder>(settings, s.shared));
   s.listen(s.config.listen);
@@ -418,9 +437,9 @@ int Controller::run() {
     spdlog::info("admin API on http://{}/ (healthz, readyz, status, metrics)",
                  to_string(s.admin->endpoint()));
   }
-  spdlog::info("apiserver-lb {} listening on {} with {} worker threads, balance {}", APILB_VERSION,
-               fmt::format("{}", fmt::join(s.admin_view().listeners, ", ")), threads,
-               config::to_string(s.config.balance));
+  spdlog::info("apiserver-lb {} listening on {} with {} worker threads ({}), balance {}",
+               APILB_VERSION, fmt::format("{}", fmt::join(s.admin_view().listeners, ", ")), threads,
+               config::to_string(s.engine), config::to_string(s.config.balance));
   spdlog::info("targets: {}; health checks: {} every {}, rise {}, fall {}",
                summary.empty() ? "none" : summary, config::to_string(s.config.health.mode),
                config::format_duration(s.config.health.interval), s.config.health.rise,

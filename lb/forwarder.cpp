@@ -2,13 +2,16 @@
 
 #include "base/coroutine.hpp"
 #include "config/address.hpp"
+#include "lb/engine.hpp"
 #include "lb/socket_options.hpp"
+#include "lb/uring_loop.hpp"
 #include "lb/worker.hpp"
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 
 #include <netinet/in.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -152,6 +155,13 @@ void Worker::tune_tick() {
 Forwarder::Forwarder(ForwarderSettings settings, ForwarderShared& shared)
     : worker_(std::make_unique<Worker>(std::move(settings), shared)) {
   ignore_sigpipe();
+  auto& engine = worker_->settings.relay.engine;
+  engine = choose_engine(engine).engine;  // throws for an unavailable uring
+  worker_->engine = engine;
+  if (engine == config::Engine::uring) {
+    worker_->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (worker_->wake_fd < 0) throw std::system_error(errno, std::system_category(), "eventfd");
+  }
 }
 
 Forwarder::~Forwarder() = default;
@@ -177,26 +187,32 @@ tcp::endpoint Forwarder::listen(const tcp::endpoint& ep) {
   }
   const tcp::endpoint bound = acceptor->local_endpoint();
   asio::post(*worker_->io, [w = worker_.get(), a = std::move(acceptor)]() mutable {
+    if (w->uring) return uring_listen(*w, std::move(a));
     base::spawn(*w->io, w->accept_loop(std::move(a)), "a forwarder accept loop");
   });
+  worker_->wake();
   return bound;
 }
 
 void Forwarder::unlisten(const tcp::endpoint& ep) {
   asio::post(*worker_->io, [w = worker_.get(), ep] {
+    if (w->uring) uring_unlisten(*w, ep);
     for (tcp::acceptor* a : w->acceptors) {
       error_code ec;
       if (a->local_endpoint(ec) == ep) a->close(ec);
     }
   });
+  worker_->wake();
 }
 
 void Forwarder::configure(ForwarderSettings next) {
   worker_->listener_tcp = next.tcp;
+  next.relay.engine = worker_->engine;  // the engine runs until the next restart
   asio::post(*worker_->io, [w = worker_.get(), next = std::move(next)]() mutable {
     w->balancer.set_policy(next.balance);
     w->settings = std::move(next);
   });
+  worker_->wake();
 }
 
 void Forwarder::close_target(std::shared_ptr<const healthcheck::TargetStats> target) {
@@ -205,11 +221,13 @@ void Forwarder::close_target(std::shared_ptr<const healthcheck::TargetStats> tar
       if (c.connected_to(target.get())) c.abort();
     });
   });
+  worker_->wake();
 }
 
 const WorkerStats& Forwarder::stats() const noexcept { return worker_->stats; }
 
 void Forwarder::run() {
+  if (worker_->engine == config::Engine::uring) return run_uring(*worker_);
   auto guard = asio::make_work_guard(*worker_->io);
   worker_->io->run();
 }
@@ -221,22 +239,29 @@ void Forwarder::publish(TargetSetPtr next) {
       if (c.must_close(*w->targets)) c.target_down();
     });
   });
+  worker_->wake();
 }
 
 void Forwarder::stop_accepting() {
   asio::post(*worker_->io, [w = worker_.get()] {
+    if (w->uring) uring_stop_accepting(*w);
     for (tcp::acceptor* a : w->acceptors) {
       error_code ignored;
       a->close(ignored);
     }
   });
+  worker_->wake();
 }
 
 void Forwarder::close_all() {
   asio::post(*worker_->io,
              [w = worker_.get()] { w->for_each_connection([](Connection& c) { c.abort(); }); });
+  worker_->wake();
 }
 
-void Forwarder::stop() { worker_->io->stop(); }
+void Forwarder::stop() {
+  worker_->io->stop();
+  worker_->wake();
+}
 
 }  // namespace apilb::lb

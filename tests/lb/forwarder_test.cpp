@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 
 namespace apilb::lb {
@@ -44,6 +45,9 @@ class Balancer {
   explicit Balancer(std::vector<Target> targets, ForwarderSettings settings = {},
                     unsigned workers = 1)
       : targets_(std::move(targets)) {
+    // The suite runs once per engine (ctest sets APILB_RELAY_ENGINE; unset: auto).
+    if (const char* engine = std::getenv("APILB_RELAY_ENGINE"); engine && *engine)
+      settings.relay.engine = config::parse_engine(engine).value();
     endpoint_ = test::loopback();
     for (unsigned i = 0; i < workers; ++i) {
       workers_.push_back(std::make_unique<Forwarder>(settings, shared_));

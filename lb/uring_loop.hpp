@@ -1,0 +1,21 @@
+#pragma once
+
+// The io_uring engine's worker loop and listeners. Internal to lb/ (forwarder.cpp calls it).
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <memory>
+
+namespace apilb::lb {
+
+struct Worker;
+
+// Runs the worker on its own ring until Forwarder::stop(); then closes everything it holds.
+void run_uring(Worker& w);
+// On the worker thread, while run_uring runs: accepts on `acceptor`'s descriptor with a multishot
+// accept on the ring; stops accepting on one endpoint, or all.
+void uring_listen(Worker& w, std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor);
+void uring_unlisten(Worker& w, const boost::asio::ip::tcp::endpoint& endpoint);
+void uring_stop_accepting(Worker& w);
+
+}  // namespace apilb::lb
