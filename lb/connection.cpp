@@ -1,6 +1,7 @@
 #include "lb/connection.hpp"
 
 #include "lb/socket_options.hpp"
+#include "lb/uring_loop.hpp"
 #include "lb/worker.hpp"
 
 #include <spdlog/spdlog.h>
@@ -131,6 +132,7 @@ void Connection::try_targets() {
       case Attempt::shortage:
         // No socket at all (EMFILE, ENFILE, ENOBUFS): our shortage, not the target's fault. Do
         // not count it against the target nor try the others, which would fail the same way.
+        if (w_.uring) uring_short_of_descriptors(w_);
         give_up();
         return;
     }

@@ -28,7 +28,7 @@ class Ring {
 
   io_uring_sqe& sqe(RingOp* op);  // a fresh SQE whose completion goes to `op` (null: ignored)
   void submit_and_wait();
-  void flush();  // submits what is queued, without waiting
+  void flush();                                // submits what is queued, without waiting
   void submit_and_wait_for(int milliseconds);  // returns after the time even with nothing done
   // Dispatches every completion ready; returns how many.
   unsigned reap();

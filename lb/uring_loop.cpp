@@ -37,7 +37,7 @@ namespace {
 
 constexpr unsigned kRingEntries = 4096;
 constexpr long long kAcceptBackoffNs = 100'000'000;  // as the epoll engine's accept loop
-constexpr int kDrainTurns = 50;                       // of at most 100 ms each, at shutdown
+constexpr int kDrainTurns = 50;                      // of at most 100 ms each, at shutdown
 
 // A multishot accept on one listening descriptor (released from its Asio acceptor: not in epoll).
 struct Listener : RingOp {
@@ -48,6 +48,7 @@ struct Listener : RingOp {
   __kernel_timespec backoff{0, kAcceptBackoffNs};
   bool backing_off = false;
   bool closing = false;
+  bool rearming = false;  // cancelled to be armed again (uring_short_of_descriptors)
 };
 
 // A multishot poll that only says "look": Asio's epoll descriptor, the wake eventfd.
@@ -112,8 +113,9 @@ void on_accept(RingOp* op, int res, unsigned flags) {
     else ::close(res);
   }
   if (more) return;
-  // The multishot accept ended: cancelled (unlisten), or an error that ended it.
+  // The multishot accept ended: cancelled (unlisten, or to re-arm), or an error that ended it.
   if (l.closing) return finish(l);
+  if (std::exchange(l.rearming, false) && res == -ECANCELED) return arm_accept(ring, l);
   const int err = -res;
   if (res >= 0 || err == EINTR || err == ECONNABORTED || err == EAGAIN) return arm_accept(ring, l);
   // Out of descriptors or memory: the connection waits in the backlog until we recover.
@@ -154,6 +156,14 @@ void uring_unlisten(Worker& w, const tcp::endpoint& endpoint) {
     if (l->endpoint == endpoint) close_listener(*w.ring, *l);
 }
 
+void uring_short_of_descriptors(Worker& w) {
+  for (auto& l : w.uring->listeners)
+    if (!l->closing && !l->backing_off && !l->rearming) {
+      l->rearming = true;
+      ring_cancel(*w.ring, *l);
+    }
+}
+
 void uring_stop_accepting(Worker& w) {
   for (auto& l : w.uring->listeners) close_listener(*w.ring, *l);
 }
@@ -176,7 +186,7 @@ void run_uring(Worker& w) {
   arm(ring, wake_poke);
 
   auto guard = asio::make_work_guard(*w.io);  // poll() must not stop for want of work
-  bool asio_due = true;                          // posts made before run()
+  bool asio_due = true;                       // posts made before run()
   for (;;) {
     if (asio_due || asio_poke.fired || wake_poke.fired) {
       if (std::exchange(wake_poke.fired, false)) {

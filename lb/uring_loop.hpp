@@ -17,5 +17,10 @@ void run_uring(Worker& w);
 void uring_listen(Worker& w, std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor);
 void uring_unlisten(Worker& w, const boost::asio::ip::tcp::endpoint& endpoint);
 void uring_stop_accepting(Worker& w);
+// A connection found no descriptor for its upstream socket. A multishot accept keeps the
+// RLIMIT_NOFILE it was armed with, so after the limit was lowered (prlimit) it would go on
+// accepting clients we cannot serve: re-arm it, so that accept fails with EMFILE and backs off as
+// the epoll engine's accept4 does.
+void uring_short_of_descriptors(Worker& w);
 
 }  // namespace apilb::lb

@@ -35,10 +35,15 @@ class Balancer {
     const auto config = dir_.write("config.yaml", "relay: { engine: " + std::string(engine) +
                                                       " }\nhealth: { interval: 200ms, "
                                                       "timeout: 100ms }\n");
-    std::vector<std::string> args{"run",   "--config", config.string(),
-                                  "--listen", "127.0.0.1:0", "--admin",
+    std::vector<std::string> args{"run",
+                                  "--config",
+                                  config.string(),
+                                  "--listen",
+                                  "127.0.0.1:0",
+                                  "--admin",
                                   "127.0.0.1:" + std::to_string(admin_port_),
-                                  "--target", to_string(echo_.endpoint())};
+                                  "--target",
+                                  to_string(echo_.endpoint())};
     if (refuse_uring) {
       args.insert(args.begin(), APILB_BINARY);
       process_.emplace(APILB_NO_URING, args, SpawnOptions().with_env("APILB_RELAY_ENGINE="));
@@ -86,9 +91,9 @@ void expect_engine(const tcp::endpoint& admin, std::string_view engine) {
   EXPECT_NE(status.body.find("\"engine\":\"" + std::string(engine) + "\""), std::string::npos)
       << status.body.substr(0, 300);
   const auto metrics = http_get(admin, "/metrics", kDeadline);
-  EXPECT_NE(metrics.body.find("apiserver_lb_relay_engine{engine=\"" + std::string(engine) +
-                              "\"} 1"),
-            std::string::npos);
+  EXPECT_NE(
+      metrics.body.find("apiserver_lb_relay_engine{engine=\"" + std::string(engine) + "\"} 1"),
+      std::string::npos);
 }
 
 bool uring_disabled_by_sysctl() {
