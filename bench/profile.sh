@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Where apiserver-lb spends its CPU next to HAProxy: system calls per request and per connection.
 #
-#   bench/profile.sh [--seconds S] [--perf] [--no-build]
+#   bench/profile.sh [--seconds S] [--threads N] [--perf] [--no-build]
 #
 # Starts an nginx HTTP backend, apiserver-lb on each engine (relay.engine uring and epoll) and
-# HAProxy 2.6 (1 thread each, pinned to the last core, as in bench/compare.sh), then for kept-alive requests (wrk, 50 connections, 128 B) and new
-# connections (Connection: close) attaches `strace -c -f` to each balancer in turn and prints the
+# HAProxy 2.6 (--threads each, default 1, pinned to the last core(s), as in bench/compare.sh), then
+# for kept-alive requests (wrk, 50 connections, 128 B) and new connections (Connection: close)
+# attaches `strace -c -f` to each balancer in turn and prints the
 # system calls per request as a Markdown table. strace slows the balancer down a lot: read the counts,
 # not the rates. With --perf it also records each balancer with `perf record -g` (no strace) and
 # prints the split kernel / balancer / libc and the heaviest system calls, inclusive.
@@ -13,11 +14,12 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
-seconds=3 with_perf=0 build=1
+seconds=3 with_perf=0 build=1 threads=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) seconds=$2; shift ;;
     --perf) with_perf=1 ;;
+    --threads) threads=$2; shift ;;
     --no-build) build=0 ;;
     -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
@@ -37,8 +39,13 @@ fi
 source "$here/procs.sh" profile
 
 ncpu=$(nproc)
-lb_cpu=$((ncpu - 1))
-load_cpus=0-$((ncpu > 1 ? ncpu - 2 : 0))
+# The balancers on the last $threads cores, the load on the others (on all of them when none is left).
+if (( ncpu > threads )); then
+  lb_cpu=$((ncpu - threads))-$((ncpu - 1))
+  load_cpus=0-$((ncpu - threads - 1))
+else
+  lb_cpu=0-$((ncpu - 1)) load_cpus=0-$((ncpu - 1))
+fi
 backend=28080 lb_port=28180 haproxy_port=28181 epoll_port=28182
 
 mkdir -p "$work/www"
@@ -60,14 +67,14 @@ cat >"$work/lb.yaml" <<EOF
 listen: ["127.0.0.1:$lb_port"]
 admin: { listen: "" }
 targets: ["127.0.0.1:$backend"]
-threads: 1
+threads: $threads
 log: { level: warn }
 EOF
 sed -e "s/:$lb_port/:$epoll_port/" -e '$a relay: { engine: epoll }' "$work/lb.yaml" >"$work/lb-epoll.yaml"
 sed -i '$a relay: { engine: uring }' "$work/lb.yaml"
 cat >"$work/haproxy.cfg" <<EOF
 global
-  nbthread 1
+  nbthread $threads
   maxconn 9400
 defaults
   mode tcp
