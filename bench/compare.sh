@@ -4,6 +4,8 @@
 # thread count, balancer pinned to its own core(s).
 #
 #   bench/compare.sh [--quick] [--rounds N] [--seconds S] [--out DIR] [--no-build] [--workers "1 2"]
+#                    [--port-base P]             # ports P+80..P+160 (default 18000; keep below the
+#                                                  ephemeral range, 32768), if those are taken
 #   bench/compare.sh --report DIR/latest.tsv     # only redraw DIR/latest.md and DIR/latest.png
 #
 # Builds the release preset, installs the Debian tools if missing (scripts/install-deps.sh --bench),
@@ -24,13 +26,13 @@
 # Default DIR: bench/results for a full run, build/release/bench/results for --quick (which also
 # leaves out the idle figures of the 2-worker table).
 # Bounded: every process it starts is killed on exit, every wait has a deadline, and the suite
-# stops measuring once its budget (15 min, --quick 4 min) is spent.
+# stops measuring once its budget (20 min, --quick 4 min) is spent.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-quick=0 rounds="" seconds="" out="" build=1 report_from="" workers="1 2"
+quick=0 rounds="" seconds="" out="" build=1 report_from="" workers="1 2" port_base=18000
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -40,7 +42,8 @@ while [[ $# -gt 0 ]]; do
     --no-build) build=0 ;;
     --report) report_from=$2; shift ;;
     --workers) workers=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --port-base) port_base=$2; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,7 +54,7 @@ if (( quick )); then
   out=${out:-$root/build/release/bench/results}
 else
   : "${rounds:=3}" "${seconds:=4}"
-  budget=900 scale_seconds=3 growth_sizes="1000 5000" scale_idle=1
+  budget=1200 scale_seconds=3 growth_sizes="1000 5000" scale_idle=1
   out=${out:-$here/results}
 fi
 idle_count=9000
@@ -70,7 +73,7 @@ report() {
   {
     sed -n 's/^#| \{0,1\}//p' "$tsv"
     echo
-    echo "Medians over rounds; ratios are apiserver-lb ÷ the other, paired per round, median over rounds."
+    echo "Medians over rounds; ratios are each apiserver-lb engine (uring, epoll) ÷ the other, paired per round, median over rounds."
     echo "CPU is the balancer's own (utime + stime), pinned to its core(s); load tools and backends run on the others."
     echo
     echo "## 1 worker"
@@ -212,7 +215,7 @@ layout() {
 }
 
 # --- backends -----------------------------------------------------------------------------------
-http_port=18080 bulk_port=18081 idle_port=18082
+http_port=$((port_base + 80)) bulk_port=$((port_base + 81)) idle_port=$((port_base + 82))
 mkdir -p "$work/www" "$work/nginx-backend"
 head -c 128 /dev/zero | tr '\0' 'a' >"$work/www/128"
 head -c 65536 /dev/zero | tr '\0' 'a' >"$work/www/65536"
@@ -345,7 +348,7 @@ port_for() {
     [[ $s == "$subject" ]] && break
     i=$((i + 1))
   done
-  echo $((18100 + 10 * i + $1))
+  echo $((port_base + 100 + 10 * i + $1))
 }
 
 # bulk STREAMS KEY WORKLOAD_INDEX
