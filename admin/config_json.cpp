@@ -64,6 +64,7 @@ json::object config_json(const config::Config& c) {
   };
   o["relay"] = json::object{
       {"splice", std::string(config::to_string(c.relay.splice))},
+      {"engine", std::string(config::to_string(c.relay.engine))},
       {"buffer_size", c.relay.buffer_size},
   };
   o["limits"] = json::object{{"max_connections", c.limits.max_connections}};

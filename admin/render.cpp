@@ -235,6 +235,14 @@ const std::vector<Family<Inputs>>& view_families() {
        C,
        {{{{"mode", "copy"}}, [](const I& i) { return double(i.view.bytes_copied); }},
         {{{"mode", "splice"}}, [](const I& i) { return double(i.view.bytes_spliced); }}}},
+      {"apiserver_lb_relay_engine",
+       "1 for the event engine the workers run (relay.engine auto picks uring where the kernel "
+       "allows it).",
+       G,
+       {{{{"engine", "uring"}},
+         [](const I& i) { return i.view.engine == config::Engine::uring ? 1.0 : 0.0; }},
+        {{{"engine", "epoll"}},
+         [](const I& i) { return i.view.engine == config::Engine::epoll ? 1.0 : 0.0; }}}},
       {"apiserver_lb_bugs_total",
        "Exceptions that escaped a coroutine: bugs, logged as critical; the process kept serving.",
        C,
@@ -300,6 +308,7 @@ std::string render_status_json(const AdminView& view) {
   json::object doc;
   doc["listeners"] = json::array(view.listeners.begin(), view.listeners.end());
   doc["balance"] = std::string(config::to_string(view.balance));
+  doc["engine"] = std::string(config::to_string(view.engine));
   std::string why;
   doc["ready"] = ready(view, &why);
   if (!why.empty()) doc["not_ready_reason"] = why;

@@ -16,6 +16,7 @@ namespace apilb::admin {
 struct AdminView {
   std::vector<std::string> listeners;
   config::Balance balance = config::Balance::least_connections;
+  config::Engine engine = config::Engine::epoll;  // the workers' event engine, as chosen at start
   bool listening = false;
   bool panic = false;
   std::vector<healthcheck::TargetStatus> targets;

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: apiserver-lb vs HAProxy 2.6 (mode tcp, default and with splice forced) vs
-# nginx stream vs no balancer, on loopback, same thread count, balancer pinned to its own core(s).
+# Side-by-side benchmark: apiserver-lb (relay.engine uring and epoll, two subjects) vs HAProxy 2.6
+# (mode tcp, default and with splice forced) vs nginx stream vs no balancer, on loopback, same
+# thread count, balancer pinned to its own core(s).
 #
-#   bench/compare.sh [--quick] [--rounds N] [--seconds S] [--out DIR] [--no-build]
+#   bench/compare.sh [--quick] [--rounds N] [--seconds S] [--out DIR] [--no-build] [--workers "1 2"]
+#                    [--port-base P]             # ports P+80..P+160 (default 18000; keep below the
+#                                                  ephemeral range, 32768), if those are taken
 #   bench/compare.sh --report DIR/latest.tsv     # only redraw DIR/latest.md and DIR/latest.png
 #
 # Builds the release preset, installs the Debian tools if missing (scripts/install-deps.sh --bench),
@@ -14,20 +17,22 @@
 #   4. memory per idle connection: 9,000 through the balancer, RSS growth per connection, and again
 #      after one small exchange on every connection                                  (bench/idle)
 #   5. the same without a balancer, as the limit.
-# then the same table with 2 workers (scaling) and RSS growth at 1k, 5k and 9k idle connections.
+# then the same table for each further worker count of --workers (default "1 2": scaling; e.g.
+# "1 2 4 8" on a bigger machine), a scaling table (CPU per request at each count ÷ 1 worker) and
+# RSS growth at 1k, 5k and 9k idle connections.
 # Balancer CPU is utime + stime from /proc/PID/stat (the process and its children: nginx workers).
 # Writes DIR/latest.tsv (the run's header, then every measurement), DIR/latest.md (tables, machine,
 # load) and DIR/latest.png.
 # Default DIR: bench/results for a full run, build/release/bench/results for --quick (which also
 # leaves out the idle figures of the 2-worker table).
 # Bounded: every process it starts is killed on exit, every wait has a deadline, and the suite
-# stops measuring once its budget (15 min, --quick 4 min) is spent.
+# stops measuring once its budget (20 min, --quick 4 min) is spent.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-quick=0 rounds="" seconds="" out="" build=1 report_from=""
+quick=0 rounds="" seconds="" out="" build=1 report_from="" workers="1 2" port_base=18000
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -36,7 +41,9 @@ while [[ $# -gt 0 ]]; do
     --out) out=$2; shift ;;
     --no-build) build=0 ;;
     --report) report_from=$2; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --workers) workers=$2; shift ;;
+    --port-base) port_base=$2; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -47,11 +54,12 @@ if (( quick )); then
   out=${out:-$root/build/release/bench/results}
 else
   : "${rounds:=3}" "${seconds:=4}"
-  budget=900 scale_seconds=3 growth_sizes="1000 5000" scale_idle=1
+  budget=1200 scale_seconds=3 growth_sizes="1000 5000" scale_idle=1
   out=${out:-$here/results}
 fi
 idle_count=9000
 [[ $rounds =~ ^[1-9][0-9]*$ && $seconds =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --rounds and --seconds take whole numbers" >&2; exit 2; }
+[[ $workers =~ ^1( [1-9][0-9]*)*$ ]] || { echo "compare.sh: --workers takes a list of counts starting with 1, e.g. \"1 2 4\"" >&2; exit 2; }
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -65,7 +73,7 @@ report() {
   {
     sed -n 's/^#| \{0,1\}//p' "$tsv"
     echo
-    echo "Medians over rounds; ratios are apiserver-lb ÷ the other, paired per round, median over rounds."
+    echo "Medians over rounds; ratios are each apiserver-lb engine (uring, epoll) ÷ the other, paired per round, median over rounds."
     echo "CPU is the balancer's own (utime + stime), pinned to its core(s); load tools and backends run on the others."
     echo
     echo "## 1 worker"
@@ -76,10 +84,19 @@ report() {
     echo
     awk -v phase=growth -v growth_chart="$charts/growth.dat" -f "$here/summarize.awk" "$tsv"
     echo
-    echo "## 2 workers (scaling)"
+    local p n
+    for p in $(awk -F'\t' '$1 ~ /^t[0-9]+$/ && $1 != "t1" {print $1}' "$tsv" | sort -u -V); do
+      n=${p#t}
+      echo "## $n workers (scaling)"
+      echo
+      awk -v phase="$p" -v chart="$charts/chart$n.dat" -f "$here/summarize.awk" "$tsv"
+      echo
+    done
+    echo "## Scaling: each figure at N workers ÷ the same at 1 worker (1.00 = no growth)"
     echo
-    awk -v phase=t2 -v chart="$charts/chart2.dat" -f "$here/summarize.awk" "$tsv"
+    awk -v phase=scaling -f "$here/summarize.awk" "$tsv"
   } >"$dir/latest.md"
+  [[ -f $charts/chart2.dat ]] || cp "$charts/chart.dat" "$charts/chart2.dat"
   gnuplot <<EOF || log "gnuplot failed: no chart"
   set terminal pngcairo size 1500,1000 font "sans,10"
   set output "$dir/latest.png"
@@ -94,23 +111,25 @@ report() {
   set yrange [0:*]
   set title "costs: lower is better"
   set ylabel "÷ HAProxy"
-  plot "$charts/chart.dat" index 0 using 3:xtic(1) title "apiserver-lb" lc rgb "#1f77b4", \
-       "" index 0 using 4 title "HAProxy" lc rgb "#aaaaaa", \
-       "" index 0 using 5 title "HAProxy splice" lc rgb "#666666", \
-       "" index 0 using 6 title "nginx stream" lc rgb "#2ca02c"
+  plot "$charts/chart.dat" index 0 using 3:xtic(1) title "apiserver-lb uring" lc rgb "#1f77b4", \
+       "" index 0 using 4 title "apiserver-lb epoll" lc rgb "#9ecae1", \
+       "" index 0 using 5 title "HAProxy" lc rgb "#aaaaaa", \
+       "" index 0 using 6 title "HAProxy splice" lc rgb "#666666", \
+       "" index 0 using 7 title "nginx stream" lc rgb "#2ca02c"
   set title "rates: higher is better"
   plot "$charts/chart.dat" index 1 using 2:xtic(1) title "no balancer" lc rgb "#ffbb78", \
-       "" index 1 using 3 title "apiserver-lb" lc rgb "#1f77b4", \
-       "" index 1 using 4 title "HAProxy" lc rgb "#aaaaaa", \
-       "" index 1 using 5 title "HAProxy splice" lc rgb "#666666", \
-       "" index 1 using 6 title "nginx stream" lc rgb "#2ca02c"
+       "" index 1 using 3 title "apiserver-lb uring" lc rgb "#1f77b4", \
+       "" index 1 using 4 title "apiserver-lb epoll" lc rgb "#9ecae1", \
+       "" index 1 using 5 title "HAProxy" lc rgb "#aaaaaa", \
+       "" index 1 using 6 title "HAProxy splice" lc rgb "#666666", \
+       "" index 1 using 7 title "nginx stream" lc rgb "#2ca02c"
   set style data linespoints
   set xtics norotate autofreq font ",10"
   set title "balancer RSS growth with idle connections (1 worker)"
   set xlabel "idle connections"
   set ylabel "MiB"
   set key top left autotitle columnhead
-  plot for [i=2:4] "$charts/growth.dat" using 1:i lw 2
+  plot for [i=2:5] "$charts/growth.dat" using 1:i lw 2
   set style data histogram
   set xtics rotate by -25 scale 0 font ",9"
   unset xlabel
@@ -118,10 +137,11 @@ report() {
   set key noautotitle
   set title "2 workers, rates: higher is better"
   plot "$charts/chart2.dat" index 1 using 2:xtic(1) title "no balancer" lc rgb "#ffbb78", \
-       "" index 1 using 3 title "apiserver-lb" lc rgb "#1f77b4", \
-       "" index 1 using 4 title "HAProxy" lc rgb "#aaaaaa", \
-       "" index 1 using 5 title "HAProxy splice" lc rgb "#666666", \
-       "" index 1 using 6 title "nginx stream" lc rgb "#2ca02c"
+       "" index 1 using 3 title "apiserver-lb uring" lc rgb "#1f77b4", \
+       "" index 1 using 4 title "apiserver-lb epoll" lc rgb "#9ecae1", \
+       "" index 1 using 5 title "HAProxy" lc rgb "#aaaaaa", \
+       "" index 1 using 6 title "HAProxy splice" lc rgb "#666666", \
+       "" index 1 using 7 title "nginx stream" lc rgb "#2ca02c"
   unset multiplot
 EOF
   rm -rf "$charts"
@@ -195,7 +215,7 @@ layout() {
 }
 
 # --- backends -----------------------------------------------------------------------------------
-http_port=18080 bulk_port=18081 idle_port=18082
+http_port=$((port_base + 80)) bulk_port=$((port_base + 81)) idle_port=$((port_base + 82))
 mkdir -p "$work/www" "$work/nginx-backend"
 head -c 128 /dev/zero | tr '\0' 'a' >"$work/www/128"
 head -c 65536 /dev/zero | tr '\0' 'a' >"$work/www/65536"
@@ -249,13 +269,16 @@ start_subject() {
   lb_pid=""
   case "$subject" in
     direct) return 0 ;;
-    apiserver-lb)
+    apiserver-lb|apiserver-lb-epoll)
+      local engine=uring
+      [[ $subject == apiserver-lb-epoll ]] && engine=epoll
       cat >"$dir/config.yaml" <<EOF
 listen: ["127.0.0.1:$port"]
 admin: { listen: "" }
 targets: ["127.0.0.1:$backend"]
 balance: least_connections
 threads: $threads
+relay: { engine: $engine }
 log: { level: warn }
 EOF
       spawn "$subject" "$lb_cpus" "$bin/cli/apiserver-lb" run --config "$dir/config.yaml" ;;
@@ -321,11 +344,11 @@ over_budget() { (( SECONDS - t0 > budget )); }
 # A port per subject and workload: TIME_WAIT left by one run never meets the next.
 port_for() {
   local i=0 s
-  for s in direct apiserver-lb haproxy haproxy-splice nginx; do
+  for s in direct apiserver-lb apiserver-lb-epoll haproxy haproxy-splice nginx; do
     [[ $s == "$subject" ]] && break
     i=$((i + 1))
   done
-  echo $((18100 + 10 * i + $1))
+  echo $((port_base + 100 + 10 * i + $1))
 }
 
 # bulk STREAMS KEY WORKLOAD_INDEX
@@ -432,7 +455,7 @@ idle() {
 }
 
 # --- the run ------------------------------------------------------------------------------------
-subjects=(direct apiserver-lb haproxy haproxy-splice nginx)
+subjects=(direct apiserver-lb apiserver-lb-epoll haproxy haproxy-splice nginx)
 
 # run_phase PHASE THREADS ROUNDS SECONDS IDLE(0|1)
 run_phase() {
@@ -468,7 +491,7 @@ run_growth() {
   log "phase growth: RSS with $growth_sizes idle connections"
   start_backends "$load_n"
   for n in $growth_sizes; do
-    for subject in apiserver-lb haproxy nginx; do
+    for subject in apiserver-lb apiserver-lb-epoll haproxy nginx; do
       if over_budget; then log "time budget spent: skipping the rest of growth"; break 2; fi
       idle "$n" "$n" 0 6
     done
@@ -480,7 +503,9 @@ uptime_before=$(uptime)
 log "results go to $out; budget $((budget / 60)) min; $rounds round(s) of ${seconds}s"
 run_phase t1 1 "$rounds" "$seconds" 1
 run_growth
-run_phase t2 2 1 "$scale_seconds" "$scale_idle"  # --quick: memory is per connection, not per worker
+for n in ${workers#1}; do
+  run_phase "t$n" "$n" 1 "$scale_seconds" "$scale_idle"  # --quick: memory is per connection, not per worker
+done
 uptime_after=$(uptime)
 
 # --- report -------------------------------------------------------------------------------------

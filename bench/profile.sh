@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Where apiserver-lb spends its CPU next to HAProxy: system calls per request and per connection.
 #
-#   bench/profile.sh [--seconds S] [--perf] [--no-build]
+#   bench/profile.sh [--seconds S] [--threads N] [--perf] [--no-build]
 #
-# Starts an nginx HTTP backend, apiserver-lb and HAProxy 2.6 (1 thread each, pinned to the last
-# core, as in bench/compare.sh), then for kept-alive requests (wrk, 50 connections, 128 B) and new
-# connections (Connection: close) attaches `strace -c -f` to each balancer in turn and prints the
+# Starts an nginx HTTP backend, apiserver-lb on each engine (relay.engine uring and epoll) and
+# HAProxy 2.6 (--threads each, default 1, pinned to the last core(s), as in bench/compare.sh), then
+# for kept-alive requests (wrk, 50 connections, 128 B) and new connections (Connection: close)
+# attaches `strace -c -f` to each balancer in turn and prints the
 # system calls per request as a Markdown table. strace slows the balancer down a lot: read the counts,
 # not the rates. With --perf it also records each balancer with `perf record -g` (no strace) and
 # prints the split kernel / balancer / libc and the heaviest system calls, inclusive.
@@ -13,11 +14,12 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
-seconds=3 with_perf=0 build=1
+seconds=3 with_perf=0 build=1 threads=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) seconds=$2; shift ;;
     --perf) with_perf=1 ;;
+    --threads) threads=$2; shift ;;
     --no-build) build=0 ;;
     -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
@@ -37,9 +39,14 @@ fi
 source "$here/procs.sh" profile
 
 ncpu=$(nproc)
-lb_cpu=$((ncpu - 1))
-load_cpus=0-$((ncpu > 1 ? ncpu - 2 : 0))
-backend=28080 lb_port=28180 haproxy_port=28181
+# The balancers on the last $threads cores, the load on the others (on all of them when none is left).
+if (( ncpu > threads )); then
+  lb_cpu=$((ncpu - threads))-$((ncpu - 1))
+  load_cpus=0-$((ncpu - threads - 1))
+else
+  lb_cpu=0-$((ncpu - 1)) load_cpus=0-$((ncpu - 1))
+fi
+backend=28080 lb_port=28180 haproxy_port=28181 epoll_port=28182
 
 mkdir -p "$work/www"
 head -c 128 /dev/zero | tr '\0' a >"$work/www/128"
@@ -60,12 +67,14 @@ cat >"$work/lb.yaml" <<EOF
 listen: ["127.0.0.1:$lb_port"]
 admin: { listen: "" }
 targets: ["127.0.0.1:$backend"]
-threads: 1
+threads: $threads
 log: { level: warn }
 EOF
+sed -e "s/:$lb_port/:$epoll_port/" -e '$a relay: { engine: epoll }' "$work/lb.yaml" >"$work/lb-epoll.yaml"
+sed -i '$a relay: { engine: uring }' "$work/lb.yaml"
 cat >"$work/haproxy.cfg" <<EOF
 global
-  nbthread 1
+  nbthread $threads
   maxconn 9400
 defaults
   mode tcp
@@ -84,9 +93,12 @@ spawn nginx "$load_cpus" nginx -e "$work/nginx.log" -p "$work" -c "$work/nginx.c
 wait_listen $backend "$spawned" || exit 1
 spawn apiserver-lb "$lb_cpu" "$bin/cli/apiserver-lb" run --config "$work/lb.yaml"
 lb_pid=$spawned
+spawn apiserver-lb-epoll "$lb_cpu" "$bin/cli/apiserver-lb" run --config "$work/lb-epoll.yaml"
+epoll_pid=$spawned
 spawn haproxy "$lb_cpu" haproxy -db -f "$work/haproxy.cfg"
 haproxy_pid=$spawned
 wait_listen $lb_port "$lb_pid" || exit 1
+wait_listen $epoll_port "$epoll_pid" || exit 1
 wait_listen $haproxy_port "$haproxy_pid" || exit 1
 sleep 0.5
 
@@ -118,22 +130,25 @@ table() {
   local w=$1
   echo "### $2"
   echo
-  echo "| system call | apiserver-lb | HAProxy |"
-  echo "| --- | ---: | ---: |"
+  echo "| system call | apiserver-lb uring | apiserver-lb epoll | HAProxy |"
+  echo "| --- | ---: | ---: | ---: |"
   awk '
     FNR == 1 { file++ }
     { calls[$1, file] = $2; names[$1] = 1; total[file] += $2 }
+    function c(s, f) { return ((s, f) in calls) ? calls[s, f] : "0" }
     END {
-      for (s in names) printf "| %s | %s | %s |\n", s, ((s, 1) in calls) ? calls[s, 1] : "0", ((s, 2) in calls) ? calls[s, 2] : "0"
-      printf "| **all** | **%.2f** | **%.2f** |\n", total[1], total[2]
-    }' "$work/apiserver-lb-$w.calls" "$work/haproxy-$w.calls" | sort -t'|' -k3,3 -gr
+      for (s in names) printf "| %s | %s | %s | %s |\n", s, c(s, 1), c(s, 2), c(s, 3)
+      printf "| **all** | **%.2f** | **%.2f** | **%.2f** |\n", total[1], total[2], total[3]
+    }' "$work/apiserver-lb-$w.calls" "$work/apiserver-lb-epoll-$w.calls" "$work/haproxy-$w.calls" |
+    sort -t'|' -k3,3 -gr
   echo
-  echo "($(cat "$work/apiserver-lb-$w.n") and $(cat "$work/haproxy-$w.n") requests traced.)"
+  echo "($(cat "$work/apiserver-lb-$w.n"), $(cat "$work/apiserver-lb-epoll-$w.n") and $(cat "$work/haproxy-$w.n") requests traced.)"
   echo
 }
 
 for w in ka cc; do
   traced apiserver-lb "$lb_pid" $lb_port $w
+  traced apiserver-lb-epoll "$epoll_pid" $epoll_port $w
   traced haproxy "$haproxy_pid" $haproxy_port $w
 done
 echo "## System calls per request (strace -c, ${seconds}s each)"
@@ -145,8 +160,12 @@ if (( with_perf )); then
   echo "## perf (inclusive shares of each balancer's samples)"
   echo
   for w in ka cc; do
-    for name in apiserver-lb haproxy; do
-      if [[ $name == apiserver-lb ]]; then pid=$lb_pid port=$lb_port; else pid=$haproxy_pid port=$haproxy_port; fi
+    for name in apiserver-lb apiserver-lb-epoll haproxy; do
+      case $name in
+        apiserver-lb) pid=$lb_pid port=$lb_port ;;
+        apiserver-lb-epoll) pid=$epoll_pid port=$epoll_port ;;
+        *) pid=$haproxy_pid port=$haproxy_port ;;
+      esac
       perf record -g -p "$pid" -o "$work/$name-$w.perf" -- sleep $((seconds + 1)) >/dev/null 2>&1 &
       recorder=$!
       sleep 0.3

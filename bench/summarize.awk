@@ -1,9 +1,12 @@
 # Turns bench/compare.sh's raw measurements into Markdown tables and gnuplot data.
 #
 # Input (tab-separated): phase round subject metric value
-#   phase: t1 | t2 (worker threads) | growth; subject: direct apiserver-lb haproxy haproxy-splice nginx
+#   phase: t1 | t2 | tN (worker threads) | growth; subject: direct apiserver-lb (relay.engine
+#   uring) apiserver-lb-epoll haproxy haproxy-splice nginx
 # Variables:
-#   phase=t1|t2   the comparison table of that phase (medians, then paired ratios of apiserver-lb)
+#   phase=t1|tN   the comparison table of that phase (medians, then paired ratios of each
+#                 apiserver-lb engine)
+#   phase=scaling each apiserver-lb engine's and HAProxy's CPU figures at N workers ÷ at 1 worker
 #   phase=growth  the idle-memory growth table
 #   chart=FILE    also write, for the comparison, each subject's median / HAProxy's median per metric
 #                 (0 where a subject has no figure, so that gnuplot always has points)
@@ -13,9 +16,13 @@
 # round ran back to back, so pairing cancels part of the drift of a shared machine.
 BEGIN {
   FS = "\t"
-  nsubjects = split("direct apiserver-lb haproxy haproxy-splice nginx", subject, " ")
+  nsubjects = split("direct apiserver-lb apiserver-lb-epoll haproxy haproxy-splice nginx", subject, " ")
+  nmine = split("apiserver-lb apiserver-lb-epoll", mine, " ")
   label["direct"] = "no balancer"
-  label["apiserver-lb"] = "apiserver-lb"
+  label["apiserver-lb"] = "apiserver-lb uring"
+  label["apiserver-lb-epoll"] = "apiserver-lb epoll"
+  short["apiserver-lb"] = "uring"
+  short["apiserver-lb-epoll"] = "epoll"
   label["haproxy"] = "HAProxy"
   label["haproxy-splice"] = "HAProxy splice"
   label["nginx"] = "nginx stream"
@@ -76,13 +83,21 @@ function median_of(s, m,    list, n, r) {
   return n ? median(list, n) : ""
 }
 
-# Median over rounds of apiserver-lb / o for metric m; "" when no round has both.
-function paired_ratio(o, m,    list, n, r) {
+# Median over rounds of me / o for metric m; "" when no round has both.
+function paired_ratio(me, o, m,    list, n, r) {
   n = 0
   for (r = 1; r <= maxround; r++)
-    if ((r, "apiserver-lb", m) in value && (r, o, m) in value && value[r, o, m] > 0)
-      list[++n] = value[r, "apiserver-lb", m] / value[r, o, m]
+    if ((r, me, m) in value && (r, o, m) in value && value[r, o, m] > 0)
+      list[++n] = value[r, me, m] / value[r, o, m]
   return n ? median(list, n) : ""
+}
+
+# phase=scaling: every worker count's medians, keyed by phase.
+phase == "scaling" && $1 ~ /^t[0-9]+$/ {
+  all[$1, $3, $4, $2] = $5
+  if ($2 + 0 > rounds_of[$1]) rounds_of[$1] = $2 + 0
+  workers_seen[substr($1, 2) + 0] = 1
+  next
 }
 
 $1 == phase {
@@ -94,19 +109,21 @@ $1 == phase {
 
 END {
   if (phase == "growth") { growth(); exit }
+  if (phase == "scaling") { scaling(); exit }
   header = "| | "
   rule = "| --- | "
   for (i = 1; i <= nsubjects; i++) if (subject[i] in seen) {
     header = header label[subject[i]] " | "
     rule = rule "---: | "
   }
-  for (i = 1; i <= nothers; i++) if (other[i] in seen) {
-    header = header "apiserver-lb ÷ " label[other[i]] " | "
-    rule = rule "---: | "
-  }
-  print header "reach |"
+  for (j = 1; j <= nmine; j++) if (mine[j] in seen)
+    for (i = 1; i <= nothers; i++) if (other[i] in seen) {
+      header = header short[mine[j]] " ÷ " label[other[i]] " | "
+      rule = rule "---: | "
+    }
+  print header "reach (uring) |"
   print rule "--- |"
-  if (chart != "") print "# metric direct apiserver-lb haproxy haproxy-splice nginx (÷ HAProxy)" > chart
+  if (chart != "") print "# metric direct apiserver-lb apiserver-lb-epoll haproxy haproxy-splice nginx (÷ HAProxy)" > chart
   for (k = 1; k <= nrows; k++) {
     m = rows[k]
     line = "| " rowlabel[m] " | "
@@ -117,10 +134,12 @@ END {
       line = line fmt(med[subject[i]]) " | "
     }
     if (!any) continue
-    for (i = 1; i <= nothers; i++) if (other[i] in seen) {
-      ratio[other[i]] = paired_ratio(other[i], m)
-      line = line (ratio[other[i]] == "" ? "—" : sprintf("%.2f×", ratio[other[i]])) " | "
-    }
+    for (j = 1; j <= nmine; j++) if (mine[j] in seen)
+      for (i = 1; i <= nothers; i++) if (other[i] in seen) {
+        x = paired_ratio(mine[j], other[i], m)
+        if (j == 1) ratio[other[i]] = x
+        line = line (x == "" ? "—" : sprintf("%.2f×", x)) " | "
+      }
     reach = ""
     o = rowagainst[m]
     if (o != "" && (o in seen) && ratio[o] != "") {
@@ -176,4 +195,46 @@ function growth(    i, n, c, s, line, rule, list, nc, kib, chartline) {
     print line
     if (growth_chart != "") print chartline > growth_chart
   }
+}
+
+# Rows: the CPU and rate figures; columns: per subject, the median at each further worker count ÷
+# the median at 1 worker (the scaling of that subject's cost per request).
+function scaling(    keys, nk, k, m, i, s, n, line, rule, counts, nc, c, a, b, list, ln, r, label2) {
+  nk = split("ka128_cpuk cc_cpuk bulk8_cpugb ka128_rps cc_cps", keys, " ")
+  nc = 0
+  for (c in workers_seen) if (c + 0 > 1) counts[++nc] = c + 0
+  median(counts, nc)
+  line = "| figure | "
+  rule = "| --- | "
+  for (i = 2; i <= nsubjects; i++) {
+    s = subject[i]
+    if (s == "haproxy-splice" || s == "nginx") continue
+    for (n = 1; n <= nc; n++) {
+      line = line label[s] " " counts[n] "w ÷ 1w | "
+      rule = rule "---: | "
+    }
+  }
+  print line
+  print rule
+  for (k = 1; k <= nk; k++) {
+    m = keys[k]
+    line = "| " rowlabel[m] " | "
+    for (i = 2; i <= nsubjects; i++) {
+      s = subject[i]
+      if (s == "haproxy-splice" || s == "nginx") continue
+      for (n = 1; n <= nc; n++) {
+        a = phase_median("t1", s, m)
+        b = phase_median("t" counts[n], s, m)
+        line = line ((a == "" || b == "" || a == 0) ? "—" : sprintf("%.2f", b / a)) " | "
+      }
+    }
+    print line
+  }
+}
+
+function phase_median(p, s, m,    list, n, r) {
+  n = 0
+  for (r = 1; r <= rounds_of[p]; r++)
+    if ((p, s, m, r) in all) list[++n] = all[p, s, m, r]
+  return n ? median(list, n) : ""
 }

@@ -61,9 +61,9 @@ int upgrade(std::span<char*> args) {
                 reply->text.substr(3).c_str());
     return 0;
   }
-  std::fprintf(stderr, "apiserver-lb upgrade: %s; the running process keeps serving\n",
-               reply->text.starts_with("failed ") ? reply->text.substr(7).c_str()
-                                                  : reply->text.c_str());
+  std::fprintf(
+      stderr, "apiserver-lb upgrade: %s; the running process keeps serving\n",
+      reply->text.starts_with("failed ") ? reply->text.substr(7).c_str() : reply->text.c_str());
   return 1;
 }
 

@@ -68,6 +68,9 @@ constexpr std::array<Named<ReplayFirstFlight>, 3> kReplayModes{
      {"always", ReplayFirstFlight::always},
      {"never", ReplayFirstFlight::never}}};
 
+constexpr std::array<Named<Engine>, 3> kEngines{
+    {{"auto", Engine::automatic}, {"uring", Engine::uring}, {"epoll", Engine::epoll}}};
+
 template <typename Table, typename E>
 constexpr std::string_view name_of(const Table& table, E value) noexcept {
   const auto it = std::ranges::find(table, value, &Named<E>::value);
@@ -130,6 +133,7 @@ void read(const Field& f, Tcp& t) {
 void read(const Field& f, Relay& r) {
   f.fields({
       {"splice", [&](const Field& v) { r.splice = v.choice(kSpliceModes); }},
+      {"engine", [&](const Field& v) { r.engine = v.choice(kEngines); }},
       {"buffer_size",
        [&](const Field& v) { r.buffer_size = v.integer<std::uint32_t>(1024, 1 << 20); }},
   });
@@ -380,6 +384,10 @@ std::string_view to_string(LogFormat v) noexcept { return name_of(kLogFormats, v
 std::string_view to_string(LogLevel v) noexcept { return name_of(kLogLevels, v); }
 std::string_view to_string(SpliceMode v) noexcept { return name_of(kSpliceModes, v); }
 std::string_view to_string(ReplayFirstFlight v) noexcept { return name_of(kReplayModes, v); }
+std::string_view to_string(Engine v) noexcept { return name_of(kEngines, v); }
+std::optional<Engine> parse_engine(std::string_view name) noexcept {
+  return value_of(kEngines, name);
+}
 std::optional<LogLevel> parse_log_level(std::string_view name) noexcept {
   return value_of(kLogLevels, name);
 }

@@ -7,6 +7,7 @@
 #include "control/logging.hpp"
 #include "control/upgrade.hpp"
 #include "healthcheck/supervisor.hpp"
+#include "lb/engine.hpp"
 #include "lb/forwarder.hpp"
 
 #include <spdlog/spdlog.h>
@@ -24,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 
@@ -107,6 +109,7 @@ struct Controller::Impl {
       std::vector<std::shared_ptr<const healthcheck::TargetStats>> gone);
 
   config::Config config;
+  config::Engine engine = config::Engine::epoll;  // chosen at start for every worker
   Controller::Reload reload_source;
   Startup startup;
   std::vector<ExtraPool> extra;  // pool i + 1 is listeners[i]
@@ -138,6 +141,7 @@ AdminView Controller::Impl::admin_view() const {
   AdminView v;
   for (const auto& [configured, l] : listeners) v.listeners.push_back(to_string(l.endpoint));
   v.balance = config.balance;
+  v.engine = engine;
   v.listening = !workers.empty() && !draining;
   v.panic = supervisor->panic();
   v.targets = supervisor->status();
@@ -655,7 +659,22 @@ int Controller::run() {
   const unsigned threads =
       s.config.threads ? s.config.threads : std::max(1u, std::thread::hardware_concurrency());
 
-  const auto settings = ForwarderSettings::from(s.config);
+  auto settings = ForwarderSettings::from(s.config);
+  // APILB_RELAY_ENGINE overrides relay.engine, as a flag would (the test suite runs every e2e test
+  // on both engines with it).
+  config::Engine requested = s.config.relay.engine;
+  if (const char* env = std::getenv("APILB_RELAY_ENGINE"); env && *env) {
+    const auto parsed = config::parse_engine(env);
+    if (!parsed)
+      throw std::runtime_error(
+          fmt::format("APILB_RELAY_ENGINE: \"{}\" is not one of auto, uring, epoll", env));
+    requested = *parsed;
+  }
+  const lb::EngineChoice choice = lb::choose_engine(requested);  // throws: uring unavailable
+  if (!choice.fallback_reason.empty())
+    spdlog::warn("relay.engine auto: io_uring unavailable ({}); using epoll",
+                 choice.fallback_reason);
+  s.engine = settings.relay.engine = choice.engine;
   for (unsigned i = 0; i < threads; ++i)
     s.workers.push_back(std::make_unique<Forwarder>(settings, s.shared));
   s.listen(s.listen_addresses(s.config));
@@ -706,9 +725,9 @@ int Controller::run() {
     }
     takeover->inherited().listeners.clear();
   }
-  spdlog::info("apiserver-lb {} listening on {} with {} worker threads, balance {}", APILB_VERSION,
-               fmt::format("{}", fmt::join(s.admin_view().listeners, ", ")), threads,
-               config::to_string(s.config.balance));
+  spdlog::info("apiserver-lb {} listening on {} with {} worker threads ({}), balance {}",
+               APILB_VERSION, fmt::format("{}", fmt::join(s.admin_view().listeners, ", ")), threads,
+               config::to_string(s.engine), config::to_string(s.config.balance));
   spdlog::info("targets: {}; health checks: {} every {}, rise {}, fall {}",
                summary.empty() ? "none" : summary, config::to_string(s.config.health.mode),
                config::format_duration(s.config.health.interval), s.config.health.rise,

@@ -124,8 +124,8 @@ Takeover::Takeover(std::string path) : path_(std::move(path)) {
   for (;;) {
     auto m = receive_message(socket_, kReplyDeadline);
     if (!m)
-      throw std::runtime_error("upgrade socket " + path_ + ": the running process sent nothing: " +
-                               errno_text());
+      throw std::runtime_error("upgrade socket " + path_ +
+                               ": the running process sent nothing: " + errno_text());
     const auto adopt_one = [&](int& into) {
       if (m->fds.size() != 1) throw std::runtime_error("upgrade socket: bad \"" + m->text + '"');
       into = m->fds.front();

@@ -5,7 +5,8 @@
 //   `apiserver-lb upgrade` (the command)  -> old: "upgrade\n<binary>"; old -> command: "ok <pid>"
 //                                                    or "failed <why>"
 //   new (started by old, APILB_TAKEOVER set) -> old: "takeover" (or "failed <why>": no config)
-//   old -> new: "listener <address>" + one descriptor per worker, "admin <address>" + 1, "control" + 1,
+//   old -> new: "listener <address>" + one descriptor per worker, "admin <address>" + 1, "control"
+//   + 1,
 //               "health\n<target> <state>..." and "end"
 //   new -> old: "serving" (it accepts on every socket now) or "failed <why>"
 //   old -> new: "released" (old stopped accepting; it drains its own connections and exits 0)
@@ -44,8 +45,8 @@ int connect_to(const std::string& path);
 struct Inherited {
   std::map<std::string, std::vector<int>> listeners;  // the configured address -> descriptors
   int admin = -1;
-  std::string admin_address;  // as configured
-  int control = -1;  // the upgrade socket itself
+  std::string admin_address;                               // as configured
+  int control = -1;                                        // the upgrade socket itself
   std::map<std::string, healthcheck::TargetState> health;  // by target name
 };
 

@@ -58,9 +58,10 @@ pid_t peer_pid(int socket) {
 int bind_socket(const std::string& path) {
   if (const int live = connect_to(path); live >= 0) {
     ::close(live);
-    spdlog::warn("upgrade socket {}: another process answers there; `apiserver-lb upgrade` "
-                 "cannot reach this one",
-                 path);
+    spdlog::warn(
+        "upgrade socket {}: another process answers there; `apiserver-lb upgrade` "
+        "cannot reach this one",
+        path);
     return -1;
   }
   sockaddr_un address{};
@@ -75,12 +76,13 @@ int bind_socket(const std::string& path) {
   if (fd < 0 || ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0 ||
       ::listen(fd, 16) != 0) {
     if (errno == ENOENT)  // no state directory: not a service, upgrades were not asked for
-      spdlog::info("upgrade socket {}: no such directory; `apiserver-lb upgrade` is off (set "
-                   "upgrade.socket)",
-                   path);
+      spdlog::info(
+          "upgrade socket {}: no such directory; `apiserver-lb upgrade` is off (set "
+          "upgrade.socket)",
+          path);
     else
-      spdlog::warn("upgrade socket {}: {}; `apiserver-lb upgrade` cannot reach this process",
-                   path, std::strerror(errno));
+      spdlog::warn("upgrade socket {}: {}; `apiserver-lb upgrade` cannot reach this process", path,
+                   std::strerror(errno));
     if (fd >= 0) ::close(fd);
     return -1;
   }
@@ -100,7 +102,8 @@ void notify_systemd(const std::string& state) noexcept {
   if (path[0] == '@') address.sun_path[0] = '\0';  // an abstract socket
   const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
-  ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&address),
+  ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
+           reinterpret_cast<const sockaddr*>(&address),
            static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + length));
   ::close(fd);
 }
@@ -162,8 +165,7 @@ awaitable<void> UpgradeServer::accept_loop() {
   }
 }
 
-awaitable<std::optional<Message>> UpgradeServer::receive(Socket& socket,
-                                                         config::Duration timeout) {
+awaitable<std::optional<Message>> UpgradeServer::receive(Socket& socket, config::Duration timeout) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(executor_, timeout);
   for (;;) {
@@ -208,8 +210,9 @@ awaitable<void> UpgradeServer::upgrade(Socket client, std::string binary) {
   std::string why = hooks_.refuse();
   if (why.empty() && pending_) why = "another upgrade is in progress";
   if (why.empty() && ::getpid() == 1)
-    why = "apiserver-lb is PID 1 here (a container): a process it starts dies with it; roll out "
-          "a new pod instead";
+    why =
+        "apiserver-lb is PID 1 here (a container): a process it starts dies with it; roll out "
+        "a new pod instead";
   if (!why.empty()) {
     spdlog::warn("upgrade refused: {}", why);
     reply("failed " + why);
@@ -246,7 +249,8 @@ awaitable<std::string> UpgradeServer::hand_over(Pending& p) {
     int status = 0;
     if (!exited_at && ::waitpid(p.child, &status, WNOHANG) == p.child) {
       exited_at = steady_clock::now();
-      exit_reason = "the new process " + exit_text(status) + " before taking over (its log says why)";
+      exit_reason =
+          "the new process " + exit_text(status) + " before taking over (its log says why)";
     }
     if (exited_at && steady_clock::now() >= *exited_at + kLastWords) co_return exit_reason;
     if (steady_clock::now() >= deadline) {
@@ -268,11 +272,14 @@ awaitable<std::string> UpgradeServer::hand_over(Pending& p) {
   bool sent = true;
   for (const auto& [address, fds] : sockets.listeners)
     for (std::size_t at = 0; at < fds.size(); at += 253)
-      sent = sent && send_message(peer, "listener " + address,
-                                  std::span(fds).subspan(at, std::min<std::size_t>(253, fds.size() - at)));
+      sent = sent &&
+             send_message(peer, "listener " + address,
+                          std::span(fds).subspan(at, std::min<std::size_t>(253, fds.size() - at)));
   if (sockets.admin >= 0)
-    sent = sent && send_message(peer, "admin " + sockets.admin_address, std::span(&sockets.admin, 1));
-  if (const int own = native_handle(); own >= 0) sent = sent && send_message(peer, "control", std::span(&own, 1));
+    sent =
+        sent && send_message(peer, "admin " + sockets.admin_address, std::span(&sockets.admin, 1));
+  if (const int own = native_handle(); own >= 0)
+    sent = sent && send_message(peer, "control", std::span(&own, 1));
   std::string health = "health\n";
   for (const auto& [name, state] : sockets.health)
     health += name + ' ' + std::string(healthcheck::to_string(state)) + '\n';
@@ -282,9 +289,10 @@ awaitable<std::string> UpgradeServer::hand_over(Pending& p) {
   const auto left = std::max<config::Duration>(
       std::chrono::duration_cast<config::Duration>(deadline - steady_clock::now()), 1ms);
   auto answer = co_await receive(*p.peer, left);
-  if (!answer) co_return fail(errno == ETIMEDOUT ? "the new process did not start serving within " +
-                                                       config::format_duration(timeout_)
-                                                 : "the new process hung up before serving");
+  if (!answer)
+    co_return fail(errno == ETIMEDOUT ? "the new process did not start serving within " +
+                                            config::format_duration(timeout_)
+                                      : "the new process hung up before serving");
   if (answer->text.starts_with("failed ")) co_return fail(answer->text.substr(7));
   if (answer->text != "serving") co_return fail("the new process said \"" + answer->text + '"');
   hooks_.handed_over(p.child);

@@ -37,9 +37,9 @@ void notify_systemd(const std::string& state) noexcept;
 class UpgradeServer {
  public:
   struct Hooks {
-    std::function<std::string()> refuse;      // non-empty: why no upgrade can start now
-    std::function<Inherited()> handover;      // the sockets to hand over (still owned here)
-    std::function<void(pid_t)> handed_over;   // the new process serves: stop accepting, drain
+    std::function<std::string()> refuse;     // non-empty: why no upgrade can start now
+    std::function<Inherited()> handover;     // the sockets to hand over (still owned here)
+    std::function<void(pid_t)> handed_over;  // the new process serves: stop accepting, drain
   };
 
   // Serves on `inherited` (a descriptor handed over by the previous process) or, when it is -1,
@@ -65,8 +65,7 @@ class UpgradeServer {
   boost::asio::awaitable<void> session(Socket socket);
   boost::asio::awaitable<void> upgrade(Socket client, std::string binary);
   boost::asio::awaitable<std::string> hand_over(Pending& pending);
-  boost::asio::awaitable<std::optional<Message>> receive(Socket& socket,
-                                                         config::Duration timeout);
+  boost::asio::awaitable<std::optional<Message>> receive(Socket& socket, config::Duration timeout);
   pid_t start(const std::string& binary, std::string& why) const;
 
   boost::asio::any_io_executor executor_;

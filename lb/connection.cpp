@@ -1,6 +1,7 @@
 #include "lb/connection.hpp"
 
 #include "lb/socket_options.hpp"
+#include "lb/uring_loop.hpp"
 #include "lb/worker.hpp"
 
 #include <spdlog/spdlog.h>
@@ -73,7 +74,7 @@ std::string describe(int err) {
 Connection::Connection(Worker& w, int fd, tcp protocol)
     : w_(w), client_(w.io->get_executor()), upstream_(w.io->get_executor()) {
   error_code ec;
-  client_.adopt(protocol, fd, ec);
+  client_.adopt(protocol, fd, ec, w.ring);
   if (ec) ::close(fd);  // start() sees a closed client
 }
 
@@ -131,6 +132,7 @@ void Connection::try_targets() {
       case Attempt::shortage:
         // No socket at all (EMFILE, ENFILE, ENOBUFS): our shortage, not the target's fault. Do
         // not count it against the target nor try the others, which would fail the same way.
+        if (w_.uring) uring_short_of_descriptors(w_);
         give_up();
         return;
     }
@@ -167,7 +169,7 @@ Connection::Attempt Connection::open_and_connect(const Target& target, int& erro
     return shortage(error) ? Attempt::shortage : Attempt::failed;
   }
   error_code ec;
-  upstream_.adopt(ep.protocol(), fd, ec);  // registers with epoll
+  upstream_.adopt(ep.protocol(), fd, ec, w_.ring);  // registers with epoll (or the ring)
   if (ec) {
     ::close(fd);
     return Attempt::shortage;
@@ -241,7 +243,7 @@ void Connection::established() {
   // first bytes while we connected: try them at once rather than paying a wait first. The wait
   // goes first so that an error in pump() cannot delete `this` under it.
   if (upstream_.readable_at_last_wakeup()) {
-    arm(1).yield(w_.reactor);
+    upstream_.yield(w_.reactor, arm(1));
   } else {
     wait(1, false);
   }
@@ -372,7 +374,7 @@ void Connection::pump(int dir) {
     }
   }
   // A long burst: let the worker's other connections run, then carry on.
-  arm(dir).yield(w_.reactor);
+  source(dir).yield(w_.reactor, arm(dir));
 }
 
 void Connection::wait(int dir, bool for_write) {

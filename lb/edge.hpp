@@ -2,7 +2,8 @@
 
 // The engine edge: the one file that knows Asio's epoll reactor from the inside. The relay
 // (connection.cpp) and the worker (forwarder.cpp) wait for readiness and adopt descriptors only
-// through what is declared here; a second engine (io_uring) goes beside this file.
+// through what is declared here. The io_uring engine (ring.hpp, uring_loop.cpp) sits beside it:
+// a socket adopted with a Ring waits on that ring instead of epoll, behind the same calls.
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -14,8 +15,10 @@
 
 #include <sys/epoll.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 namespace apilb::lb {
 
@@ -25,6 +28,22 @@ static_assert(BOOST_VERSION == 108100, "recheck Socket::adopt and Waiter against
 static_assert(std::is_same_v<boost::asio::detail::reactor, boost::asio::detail::epoll_reactor>);
 
 using Reactor = boost::asio::detail::reactor;
+class Ring;    // ring.hpp: one io_uring per worker thread
+class Socket;  // below
+
+// An operation in flight on a Ring: the ring calls on_cqe with each completion's result and flags
+// (IORING_CQE_F_MORE while a multishot operation stays armed). Its address is the user_data.
+struct RingOp {
+  void (*on_cqe)(RingOp* op, int res, unsigned flags) = nullptr;
+};
+// Defined in ring.cpp, so that liburing stays out of this header.
+void ring_poll(Ring& ring, RingOp& op, int fd, unsigned mask);
+void ring_nop(Ring& ring, RingOp& op);
+void ring_cancel(Ring& ring, RingOp& op);  // completes op with -ECANCELED unless it is done
+void ring_flush(Ring& ring);               // submits what is queued now, not at the end of the turn
+// The epoll descriptor of Asio's reactor: the io_uring engine polls it on its ring, so that Asio's
+// timers and cross-thread posts wake the worker too.
+int reactor_epoll_fd(Reactor& reactor) noexcept;
 inline constexpr int kReadEdge = Reactor::read_op;    // readable, EOF or error
 inline constexpr int kWriteEdge = Reactor::write_op;  // writable or error
 
@@ -40,11 +59,15 @@ inline constexpr int kWriteEdge = Reactor::write_op;  // writable or error
 // destroyed with the owner null when the io_context goes away with it still pending. The owner
 // provides woken(const Waiter&, error_code) (ec is operation_aborted when the wait was cancelled)
 // and abandoned(const Waiter&) (the io_context was destroyed with the wait pending).
+// On the io_uring engine the same waiter is a oneshot IORING_OP_POLL_ADD on the worker's ring
+// (submitted with the loop turn's one io_uring_enter), completed by on_ring_cqe.
 template <typename Owner>
-class Waiter : public boost::asio::detail::reactor_op {
+class Waiter : public boost::asio::detail::reactor_op, public RingOp {
  public:
   explicit Waiter(Owner& owner)
-      : reactor_op(boost::system::error_code(), &perform, &complete), owner_(owner) {}
+      : reactor_op(boost::system::error_code(), &perform, &complete), owner_(owner) {
+    on_cqe = &on_ring_cqe;
+  }
 
   // Queues the wait for `edge` (kReadEdge, kWriteEdge) on a descriptor.
   void start(Reactor& reactor, Reactor::per_descriptor_data& data, int descriptor, int edge) {
@@ -58,6 +81,16 @@ class Waiter : public boost::asio::detail::reactor_op {
     ec_ = {};
     reactor.post_immediate_completion(this, true);
   }
+  // The io_uring engine's start: `socket` learns the poll's result (its last_events()).
+  void start_ring(Ring& ring, Socket& socket, int slot, int fd, unsigned mask) {
+    socket_ = &socket;
+    slot_ = slot;
+    ring_poll(ring, *this, fd, mask);
+  }
+  void yield_ring(Ring& ring) {
+    socket_ = nullptr;
+    ring_nop(ring, *this);
+  }
 
  private:
   static status perform(reactor_op* op) {
@@ -70,7 +103,11 @@ class Waiter : public boost::asio::detail::reactor_op {
     else self.owner_.abandoned(self);
   }
 
+  static void on_ring_cqe(RingOp* op, int res, unsigned flags);
+
   Owner& owner_;
+  Socket* socket_ = nullptr;  // the socket polled (io_uring engine), null for a yield
+  int slot_ = 0;
   bool starting_ = false;
 };
 
@@ -85,19 +122,57 @@ class Socket : public boost::asio::basic_stream_socket<boost::asio::ip::tcp,
   using basic_stream_socket::basic_stream_socket;
 
   // Takes `fd` (registers it with epoll), setting Asio's per-socket state bits as its own open() +
-  // non_blocking(true) would have left them.
-  void adopt(boost::asio::ip::tcp protocol, int fd, boost::system::error_code& ec);
+  // non_blocking(true) would have left them. With a ring (the io_uring engine) the descriptor is
+  // not registered with epoll at all: its waits go to the ring.
+  void adopt(boost::asio::ip::tcp protocol, int fd, boost::system::error_code& ec,
+             Ring* ring = nullptr);
   template <typename Owner>
   void wait_edge(Reactor& reactor, Waiter<Owner>& waiter, int edge) {
     auto& impl = impl_.get_implementation();
+    if (ring_) {
+      const int slot = edge == kWriteEdge ? 1 : 0;
+      ring_waits_[slot] = &waiter;
+      waiter.start_ring(*ring_, *this, slot, impl.socket_, edge == kWriteEdge ? EPOLLOUT : EPOLLIN);
+      return;
+    }
     waiter.start(reactor, impl.reactor_data_, impl.socket_, edge);
   }
-  // What epoll reported at this socket's last wake-up (0 before the first).
+  // Completes `waiter` at the worker's next turn (a ring NOP on the io_uring engine).
+  template <typename Owner>
+  void yield(Reactor& reactor, Waiter<Owner>& waiter) {
+    if (ring_) waiter.yield_ring(*ring_);
+    else waiter.yield(reactor);
+  }
+  // Cancel and close: on the io_uring engine a pending poll holds the file, so it is cancelled
+  // (completed with operation_aborted at the next turn), as Asio's close does with epoll waits.
+  void cancel(boost::system::error_code& ec);
+  void close(boost::system::error_code& ec);
+  // What epoll (or the ring's poll) reported at this socket's last wake-up (0 before the first).
   std::uint32_t last_events() noexcept;
   // An error or hang-up: a RST that arrived behind data, which the read that takes the data
   // cannot tell.
   bool hung_up() noexcept { return last_events() & (EPOLLERR | EPOLLHUP); }
   bool readable_at_last_wakeup() noexcept { return last_events() & EPOLLIN; }
+
+ private:
+  template <typename Owner>
+  friend class Waiter;
+  Ring* ring_ = nullptr;
+  RingOp* ring_waits_[2] = {};  // pending polls: read, write (null when none)
+  std::uint32_t ring_events_ = 0;
 };
+
+template <typename Owner>
+void Waiter<Owner>::on_ring_cqe(RingOp* op, int res, unsigned) {
+  auto& self = *static_cast<Waiter*>(op);
+  if (Socket* s = std::exchange(self.socket_, nullptr)) {
+    if (s->ring_waits_[self.slot_] == op) s->ring_waits_[self.slot_] = nullptr;
+    if (res >= 0) s->ring_events_ = static_cast<std::uint32_t>(res);
+  }
+  boost::system::error_code ec;
+  if (res == -ECANCELED) ec = boost::asio::error::operation_aborted;
+  else if (res < 0) ec = boost::system::error_code(-res, boost::system::system_category());
+  self.owner_.woken(self, ec);
+}
 
 }  // namespace apilb::lb

@@ -2,13 +2,16 @@
 
 #include "base/coroutine.hpp"
 #include "config/address.hpp"
+#include "lb/engine.hpp"
 #include "lb/socket_options.hpp"
+#include "lb/uring_loop.hpp"
 #include "lb/worker.hpp"
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 
 #include <netinet/in.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -152,6 +155,13 @@ void Worker::tune_tick() {
 Forwarder::Forwarder(ForwarderSettings settings, ForwarderShared& shared)
     : worker_(std::make_unique<Worker>(std::move(settings), shared)) {
   ignore_sigpipe();
+  auto& engine = worker_->settings.relay.engine;
+  engine = choose_engine(engine).engine;  // throws for an unavailable uring
+  worker_->engine = engine;
+  if (engine == config::Engine::uring) {
+    worker_->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (worker_->wake_fd < 0) throw std::system_error(errno, std::system_category(), "eventfd");
+  }
 }
 
 Forwarder::~Forwarder() = default;
@@ -210,26 +220,32 @@ Listening Forwarder::adopt(int fd, std::size_t pool) {
 Listening Forwarder::start_accepting(std::unique_ptr<tcp::acceptor> acceptor, std::size_t pool) {
   const Listening listening{acceptor->local_endpoint(), acceptor->native_handle()};
   asio::post(*worker_->io, [w = worker_.get(), a = std::move(acceptor), pool]() mutable {
+    if (w->uring) return uring_listen(*w, std::move(a), pool);
     base::spawn(*w->io, w->accept_loop(std::move(a), pool), "a forwarder accept loop");
   });
+  worker_->wake();
   return listening;
 }
 
 void Forwarder::unlisten(const tcp::endpoint& ep) {
   asio::post(*worker_->io, [w = worker_.get(), ep] {
+    if (w->uring) uring_unlisten(*w, ep);
     for (tcp::acceptor* a : std::vector(w->acceptors)) {
       error_code ec;
       if (a->local_endpoint(ec) == ep) release(*a);
     }
   });
+  worker_->wake();
 }
 
 void Forwarder::configure(ForwarderSettings next) {
   worker_->listener_tcp = next.tcp;
+  next.relay.engine = worker_->engine;  // the engine runs until the next restart
   asio::post(*worker_->io, [w = worker_.get(), next = std::move(next)]() mutable {
     w->balancer.set_policy(next.balance);
     w->settings = std::move(next);
   });
+  worker_->wake();
 }
 
 void Forwarder::close_target(std::shared_ptr<const healthcheck::TargetStats> target) {
@@ -238,11 +254,13 @@ void Forwarder::close_target(std::shared_ptr<const healthcheck::TargetStats> tar
       if (c.connected_to(target.get())) c.abort();
     });
   });
+  worker_->wake();
 }
 
 const WorkerStats& Forwarder::stats() const noexcept { return worker_->stats; }
 
 void Forwarder::run() {
+  if (worker_->engine == config::Engine::uring) return run_uring(*worker_);
   auto guard = asio::make_work_guard(*worker_->io);
   worker_->io->run();
 }
@@ -256,12 +274,15 @@ void Forwarder::publish(TargetSetPtr next, std::size_t pool) {
       if (c.must_close(*next)) c.target_down();
     });
   });
+  worker_->wake();
 }
 
 void Forwarder::stop_accepting() {
   asio::post(*worker_->io, [w = worker_.get()] {
+    if (w->uring) uring_stop_accepting(*w);
     for (tcp::acceptor* a : std::vector(w->acceptors)) release(*a);
   });
+  worker_->wake();
 }
 
 void Forwarder::close_oldest(std::shared_ptr<const healthcheck::TargetStats> target,
@@ -274,13 +295,18 @@ void Forwarder::close_oldest(std::shared_ptr<const healthcheck::TargetStats> tar
       c.abort();
     });
   });
+  worker_->wake();
 }
 
 void Forwarder::close_all() {
   asio::post(*worker_->io,
              [w = worker_.get()] { w->for_each_connection([](Connection& c) { c.abort(); }); });
+  worker_->wake();
 }
 
-void Forwarder::stop() { worker_->io->stop(); }
+void Forwarder::stop() {
+  worker_->io->stop();
+  worker_->wake();
+}
 
 }  // namespace apilb::lb

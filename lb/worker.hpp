@@ -9,10 +9,15 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <unistd.h>
+
+#include <cstdint>
 #include <optional>
 #include <vector>
 
 namespace apilb::lb {
+
+struct UringState;  // uring_loop.cpp: the io_uring engine's listeners, while run() runs
 
 // One worker (see Forwarder): its io_context, listeners, connections, pools and target snapshot.
 // Touched only on the thread that runs `io`, except listener_tcp (the control thread's copy).
@@ -33,6 +38,16 @@ struct Worker {
     connect_timer.reset();
     tune_timer.reset();
     io.reset();
+    if (wake_fd >= 0) ::close(wake_fd);
+  }
+
+  // After a post from another thread: wakes the io_uring engine's loop, which sleeps in its ring
+  // rather than in Asio's epoll_wait (nothing to do on epoll: Asio's own post interrupts it).
+  void wake() noexcept {
+    const std::uint64_t one = 1;
+    if (wake_fd >= 0 && ::write(wake_fd, &one, sizeof one) < 0) {
+      // Full (2^64 - 2 pending wake-ups) or closed: the loop is awake or gone either way.
+    }
   }
 
   boost::asio::awaitable<void> accept_loop(std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor,
@@ -79,6 +94,12 @@ struct Worker {
   bool tune_timer_armed = false;
   std::vector<boost::asio::ip::tcp::acceptor*> acceptors;  // owned by their accept loops
   config::Tcp listener_tcp;  // the control thread's copy, for listen()
+  // The engine (never automatic), fixed at construction; on io_uring, the ring and listeners while
+  // run() runs (worker thread only) and the eventfd that wake() writes.
+  config::Engine engine = config::Engine::epoll;
+  Ring* ring = nullptr;
+  UringState* uring = nullptr;
+  int wake_fd = -1;
 };
 
 }  // namespace apilb::lb

@@ -106,6 +106,7 @@ void expect_defaults(const Config& c) {
   EXPECT_EQ(c.tcp.user_timeout, 30s);
   EXPECT_EQ(c.relay.splice, SpliceMode::automatic);
   EXPECT_EQ(c.relay.buffer_size, 16u * 1024);
+  EXPECT_EQ(c.relay.engine, Engine::epoll);
   EXPECT_EQ(c.limits.max_connections, 100000u);
   EXPECT_EQ(c.drain_timeout, 30s);
   EXPECT_EQ(c.threads, 0u);
@@ -238,6 +239,8 @@ TEST(ParseConfig, ReadsEveryEnumValueByItsName) {
               v);
   for (auto v : {SpliceMode::automatic, SpliceMode::always, SpliceMode::never})
     EXPECT_EQ(parsed("relay: {splice: " + std::string(to_string(v)) + "}").relay.splice, v);
+  for (auto v : {Engine::automatic, Engine::uring, Engine::epoll})
+    EXPECT_EQ(parsed("relay: {engine: " + std::string(to_string(v)) + "}").relay.engine, v);
   for (auto v : {LogFormat::text, LogFormat::json})
     EXPECT_EQ(parsed("log: {format: " + std::string(to_string(v)) + "}").log.format, v);
   for (auto v : {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warn, LogLevel::error,
@@ -368,6 +371,8 @@ TEST(ParseConfig, RejectsUnknownEnumValuesListingTheValidOnes) {
       {"log:\n  format: xml\n", "config.yaml:2:11: log.format: \"xml\" is not one of text, json"},
       {"relay:\n  splice: automatic\n",
        "config.yaml:2:11: relay.splice: \"automatic\" is not one of auto, always, never"},
+      {"relay:\n  splice: auto\n  engine: io_uring\n",
+       "config.yaml:3:11: relay.engine: \"io_uring\" is not one of auto, uring, epoll"},
   });
 }
 

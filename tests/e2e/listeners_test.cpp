@@ -43,8 +43,8 @@ TEST(Listeners, FollowTheMainChecksOrTheirOwnAndShareTheOneFeed) {
                          "\n    target_port: " + std::to_string(own_port) + "\n");
   installer.targets({"set", to_string(main2.endpoint()), to_string(main3->endpoint())});
   installer.start();
-  for (const auto& t : {main2.endpoint(), main3->endpoint(), follow2.endpoint(),
-                        follow3.endpoint(), own2.endpoint(), own3->endpoint()})
+  for (const auto& t : {main2.endpoint(), main3->endpoint(), follow2.endpoint(), follow3.endpoint(),
+                        own2.endpoint(), own3->endpoint()})
     ASSERT_TRUE(installer.wait_state(t, "up")) << to_string(t) << installer.status();
   const tcp::endpoint main_lb = installer.lb().endpoint();
 
@@ -131,7 +131,8 @@ TEST(Rebalance, SpreadsLongLivedConnectionsAfterAMasterReturnsWithinTheRateLimit
   constexpr double kRate = 20;
   Installer installer("", false);
   installer.write_config("rebalance: { enabled: true, threshold: 1.2, after: 1s, rate: 20 }\n");
-  installer.targets({"set", to_string(a.endpoint()), to_string(b.endpoint()), to_string(c_endpoint)});
+  installer.targets(
+      {"set", to_string(a.endpoint()), to_string(b.endpoint()), to_string(c_endpoint)});
   installer.start();
   ASSERT_TRUE(installer.wait_state(a.endpoint(), "up"));
   ASSERT_TRUE(installer.wait_state(b.endpoint(), "up"));
@@ -153,10 +154,10 @@ TEST(Rebalance, SpreadsLongLivedConnectionsAfterAMasterReturnsWithinTheRateLimit
   // Bound: `after` (1 s) + 100 connections over the fair share at 20 a second (5 s) + 5 s slack.
   const bool spread = wait_until(even, 11s, 20ms);
   const double took = std::chrono::duration<double>(steady_clock::now() - back).count();
-  std::printf("rebalance: %zu / %zu / %zu connections %.1f s after the master came back; %d "
-              "closed (bound: %.0f)\n",
-              a.active(), b.active(), c->active(), took, watchers.reconnects(),
-              kRate * took + kRate);
+  std::printf(
+      "rebalance: %zu / %zu / %zu connections %.1f s after the master came back; %d "
+      "closed (bound: %.0f)\n",
+      a.active(), b.active(), c->active(), took, watchers.reconnects(), kRate * took + kRate);
   EXPECT_TRUE(spread);
   EXPECT_LE(watchers.reconnects(), kRate * took + kRate);
   // Never more than needed: the spread stays where it is, and the metric counts every close.

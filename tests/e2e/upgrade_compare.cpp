@@ -43,8 +43,7 @@ class ApiserverLb final : public Balancer {
     return const_cast<Installer&>(installer_).lb().endpoint();
   }
   bool reload() override {
-    ChildProcess p(APILB_BINARY,
-                   {"upgrade", "--socket", installer_.path("upgrade.sock").string()});
+    ChildProcess p(APILB_BINARY, {"upgrade", "--socket", installer_.path("upgrade.sock").string()});
     const bool ok = p.wait_exit(60s) == 0;
     if (!ok) std::fprintf(stderr, "apiserver-lb upgrade failed: %s\n", p.log().c_str());
     return ok;
@@ -74,9 +73,9 @@ class Haproxy final : public Balancer {
   tcp::endpoint endpoint() const override { return endpoint_; }
   bool reload() override {
     const pid_t old = processes_.back().pid();
-    processes_.emplace_back(binary_, std::vector<std::string>{"-db", "-f", config_.string(), "-x",
-                                                              socket_.string(), "-sf",
-                                                              std::to_string(old)});
+    processes_.emplace_back(
+        binary_, std::vector<std::string>{"-db", "-f", config_.string(), "-x", socket_.string(),
+                                          "-sf", std::to_string(old)});
     const pid_t next = processes_.back().pid();
     // Serving once its own stats socket (bound after the listeners it took) answers.
     const bool ok = wait_until([&] { return pid_answering() == next; }, kDeadline, 2ms);
@@ -162,8 +161,9 @@ int main_(int argc, char** argv) {
     Haproxy lb(haproxy, {a.endpoint(), b.endpoint()});
     rows.emplace_back("HAProxy 2.6 `-x` + `-sf`", measure(lb, upgrades));
   }
-  std::printf("| balancer | upgrades | new connections | failed | streams | cut | longest ms | "
-              "p99 ms | p50 ms |\n|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| balancer | upgrades | new connections | failed | streams | cut | longest ms | "
+      "p99 ms | p50 ms |\n|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& [name, r] : rows)
     std::printf("| %s | %d in %.1f s | %zu | %zu | %d | %d | %.1f | %.2f | %.2f |\n", name.c_str(),
                 r.upgrades, r.seconds, r.connections, r.failed, r.streams, r.cut,

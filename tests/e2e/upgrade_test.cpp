@@ -63,9 +63,9 @@ std::string upgrade_config(const Installer& installer, const std::string& extra 
 }
 
 // An installer's apiserver-lb with an upgrade socket in its temp dir and `feed` in its feed.
-std::unique_ptr<Installer> start(const std::vector<tcp::endpoint>& feed,
-                                 const std::string& extra = "",
-                                 const std::string& health = "{ interval: 200ms, timeout: 150ms }") {
+std::unique_ptr<Installer> start(
+    const std::vector<tcp::endpoint>& feed, const std::string& extra = "",
+    const std::string& health = "{ interval: 200ms, timeout: 150ms }") {
   auto installer = std::make_unique<Installer>("", false);
   installer->write_config(upgrade_config(*installer, extra), health);
   std::vector<std::string> set{"set"};
@@ -94,7 +94,8 @@ TEST(Upgrade, TwoHundredUpgradesUnderLoadFailNoConnectionAndCutNoStream) {
   const auto started = steady_clock::now();
   for (int i = 0; i < rounds; ++i) {
     const Upgraded u = upgrade(installer);
-    ASSERT_EQ(u.exit_code, 0) << "upgrade " << i << ": " << u.output << installer.lb().process().log();
+    ASSERT_EQ(u.exit_code, 0) << "upgrade " << i << ": " << u.output
+                              << installer.lb().process().log();
     ASSERT_GT(u.pid, 0) << u.output;
     if (i > 0) old.push_back(serving);
     serving = u.pid;
@@ -109,11 +110,12 @@ TEST(Upgrade, TwoHundredUpgradesUnderLoadFailNoConnectionAndCutNoStream) {
   load2.stop();
 
   const Latencies latency({&load1, &load2});
-  std::printf("%d upgrades in %.1f s: %zu new connections, %zu failed; longest %.1f ms, p99 %.1f "
-              "ms, p50 %.2f ms; streams: %d ended on their own, %d cut, %ld echoes\n",
-              rounds, std::chrono::duration<double>(took).count(), latency.count,
-              load1.failures() + load2.failures(), latency.longest_ms, latency.p99_ms,
-              latency.p50_ms, streams.completed(), streams.cut(), streams.echoes());
+  std::printf(
+      "%d upgrades in %.1f s: %zu new connections, %zu failed; longest %.1f ms, p99 %.1f "
+      "ms, p50 %.2f ms; streams: %d ended on their own, %d cut, %ld echoes\n",
+      rounds, std::chrono::duration<double>(took).count(), latency.count,
+      load1.failures() + load2.failures(), latency.longest_ms, latency.p99_ms, latency.p50_ms,
+      streams.completed(), streams.cut(), streams.echoes());
   EXPECT_EQ(load1.failures() + load2.failures(), 0u);
   EXPECT_EQ(streams.cut(), 0);
 
@@ -175,8 +177,8 @@ TEST(Upgrade, KeepsHealthStateAndTheLastGoodListOfABrokenFeed) {
   b.reset();
   ASSERT_TRUE(installer.wait_state(b_endpoint, "down")) << installer.status();
   std::ofstream(installer.feed(), std::ios::trunc) << "targets: [broken\n";
-  ASSERT_TRUE(installer.lb().process().wait_for_log("keeping the last good list (2 targets)",
-                                                    kDeadline));
+  ASSERT_TRUE(
+      installer.lb().process().wait_for_log("keeping the last good list (2 targets)", kDeadline));
 
   const Upgraded u = upgrade(installer);
   ASSERT_EQ(u.exit_code, 0) << u.output << installer.lb().process().log();
@@ -193,7 +195,6 @@ TEST(Upgrade, KeepsHealthStateAndTheLastGoodListOfABrokenFeed) {
   ::kill(u.pid, SIGTERM);
   EXPECT_EQ(wait_descendant(u.pid, kDeadline), 0);
 }
-
 
 // systemd's side of Type=notify, played by the test: READY=1 once listening, and at an upgrade the
 // old process names the new one (MAINPID=) so the unit follows it.

@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdlib>
+#include <functional>
 #include <thread>
 
 namespace apilb::lb {
@@ -41,9 +43,15 @@ Target make_target(const tcp::endpoint& ep, TargetState state = TargetState::up)
 // In-process workers in front of the given targets, listening on 127.0.0.1 port 0.
 class Balancer {
  public:
+  // `on_connect_failure` is installed before the workers start (they read it unsynchronised).
   explicit Balancer(std::vector<Target> targets, ForwarderSettings settings = {},
-                    unsigned workers = 1)
+                    unsigned workers = 1,
+                    std::function<void(const Target&, std::string_view)> on_connect_failure = {})
       : targets_(std::move(targets)) {
+    shared_.on_connect_failure = std::move(on_connect_failure);
+    // The suite runs once per engine (ctest sets APILB_RELAY_ENGINE; unset: the default, epoll).
+    if (const char* engine = std::getenv("APILB_RELAY_ENGINE"); engine && *engine)
+      settings.relay.engine = config::parse_engine(engine).value();
     endpoint_ = test::loopback();
     for (unsigned i = 0; i < workers; ++i) {
       workers_.push_back(std::make_unique<Forwarder>(settings, shared_));
@@ -348,8 +356,8 @@ TEST(Forwarder, RetriesARefusedConnectOnAnotherTargetInvisibly) {
   test::EchoBackend alive;
   std::atomic<int> failures{0};
   Balancer lb({make_target(dead.endpoint()), make_target(alive.endpoint())},
-              settings_with(config::Balance::round_robin));
-  lb.shared().on_connect_failure = [&](const Target&, std::string_view) { ++failures; };
+              settings_with(config::Balance::round_robin), 1,
+              [&](const Target&, std::string_view) { ++failures; });
   for (int i = 0; i < 20; ++i) {
     Client c(lb.endpoint());
     ASSERT_EQ(c.echo("still here"), "still here") << "connection " << i;
