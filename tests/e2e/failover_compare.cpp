@@ -12,6 +12,7 @@
 // The second form SIGKILLs a master N times in a row (restarting it at once) under the same load
 // and counts the new connections that failed: those that started after a kill and ended before the
 // next (one in flight across a kill may be lost with a master that had answered part of it).
+#include "tests/e2e/haproxy_socket.hpp"
 #include "tests/e2e/hosted.hpp"
 #include "tests/e2e/lb_process.hpp"
 
@@ -116,18 +117,7 @@ class Haproxy final : public Balancer {
  private:
   // The server's status column of `show stat` ("UP", "DOWN", "UP 1/2", ...).
   std::string server_status(const std::string& server) const {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return "";
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket_.c_str(), sizeof addr.sun_path - 1);
-    std::string reply;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-        ::write(fd, "show stat\n", 10) == 10) {
-      char chunk[4096];
-      for (ssize_t n; (n = ::read(fd, chunk, sizeof chunk)) > 0;) reply.append(chunk, n);
-    }
-    ::close(fd);
+    const std::string reply = haproxy_command(socket_, "show stat\n");
     std::istringstream lines(reply);
     for (std::string line; std::getline(lines, line);) {
       if (!line.starts_with("be," + server + ",")) continue;

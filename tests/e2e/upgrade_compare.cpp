@@ -6,6 +6,7 @@
 // longest time a new connection took (the longest accept pause a client saw), with p99 and p50.
 //
 //   upgrade_compare [--haproxy PATH] [--upgrades N]
+#include "tests/e2e/haproxy_socket.hpp"
 #include "tests/e2e/streams.hpp"
 
 #include <sys/socket.h>
@@ -87,17 +88,7 @@ class Haproxy final : public Balancer {
  private:
   // The Pid of `show info` on the stats socket: the process that has bound it last.
   pid_t pid_answering() const {
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket_.c_str(), sizeof addr.sun_path - 1);
-    std::string reply;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-        ::write(fd, "show info\n", 10) == 10) {
-      char chunk[4096];
-      for (ssize_t n; (n = ::read(fd, chunk, sizeof chunk)) > 0;) reply.append(chunk, n);
-    }
-    ::close(fd);
+    const std::string reply = haproxy_command(socket_, "show info\n");
     const auto at = reply.find("\nPid: ");
     return at == std::string::npos ? 0 : std::atoi(reply.c_str() + at + 6);
   }
