@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libboost1.81-dev libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
+  liburing-dev nlohmann-json3-dev                  # the io_uring engine; discovery's JSON
   openssl curl iproute2 procps nftables
   dpkg-dev file systemd keepalived python3-yaml   # packaging tests: cpack DEB, unit, VRRP, manifest
   bird2 python3                                    # BGP ECMP: tests/e2e/bgp_test.cpp, packaging/bgp
@@ -20,6 +21,9 @@ packages=(
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(haproxy nginx libnginx-mod-stream wrk gnuplot-nox strace)
 fi
+
+# kubectl through the balancer (tests/e2e/discovery_test.cpp): Debian's, unless one is installed.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 
 missing=()
 for p in "${packages[@]}"; do
