@@ -179,6 +179,26 @@ void read(const Field& f, Listener& l, const Health& main_health) {
   if (l.listen.empty()) f.fail("needs a listen address");
 }
 
+void read(const Field& f, Discovery& d) {
+  f.fields({
+      {"kubernetes",
+       [&](const Field& v) {
+         Kubernetes& k = d.kubernetes.emplace();
+         v.fields({
+             {"kubeconfig", [&](const Field& w) { k.kubeconfig = w.token(); }},
+             {"in_cluster", [&](const Field& w) { k.in_cluster = w.boolean(); }},
+             {"port_name", [&](const Field& w) { k.port_name = w.token(); }},
+             {"resync", [&](const Field& w) { k.resync = w.duration(1s); }},
+         });
+         if (k.kubeconfig.empty() && !k.in_cluster)
+           v.fail("needs kubeconfig: FILE or in_cluster: true (how to reach the apiserver)");
+         if (!k.kubeconfig.empty() && k.in_cluster)
+           v.fail("kubeconfig and in_cluster: true exclude each other: keep one");
+       }},
+      {"confirm_after", [&](const Field& v) { d.confirm_after = v.duration(0ms); }},
+  });
+}
+
 void read(const Field& f, Log& l) {
   f.fields({
       {"level", [&](const Field& v) { l.level = v.choice(kLogLevels); }},
@@ -208,6 +228,7 @@ Config read_config(const YAML::Node& root) {
           {"log", [&](const Field& v) { read(v, c.log); }},
           {"rebalance", [&](const Field& v) { read(v, c.rebalance); }},
           {"upgrade", [&](const Field& v) { read(v, c.upgrade); }},
+          {"discovery", [&](const Field& v) { read(v, c.discovery); }},
       });
   if (listeners)
     listeners->items([&](const Field& v) { read(v, c.listeners.emplace_back(), c.health); });

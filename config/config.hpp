@@ -109,6 +109,23 @@ struct Upgrade {
   std::string socket_path() const;
 };
 
+// `discovery.kubernetes`: list and watch the `kubernetes` Service's EndpointSlices
+// (discovery.k8s.io/v1, namespace default) through the balancer's own listener.
+struct Kubernetes {
+  std::string kubeconfig;   // credentials from this kubeconfig's current context; or
+  bool in_cluster = false;  // from the pod's service account
+  std::string port_name = "https";  // the EndpointPort the masters are reached on
+  Duration resync = std::chrono::minutes(5);  // a fresh list this often, whatever the watch says
+};
+
+// Targets the cluster names itself: a third source beside `targets` and `targets_file`.
+struct Discovery {
+  std::optional<Kubernetes> kubernetes;  // nullopt: no discovery
+  // A change that would remove every target, or more than half of the healthy ones, waits this
+  // long and then applies only if health checks agree.
+  Duration confirm_after = std::chrono::seconds(60);
+};
+
 struct Log {
   LogLevel level = LogLevel::info;
   LogFormat format = LogFormat::text;
@@ -139,6 +156,7 @@ struct Config {
   Limits limits;
   Rebalance rebalance;
   Upgrade upgrade;
+  Discovery discovery;
   Duration drain_timeout = std::chrono::seconds(30);
   unsigned threads = 0;  // 0 = one per core
   Log log;

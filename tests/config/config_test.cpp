@@ -422,7 +422,7 @@ TEST(ParseConfig, RejectsUnknownTopLevelKeyListingTheValidOnes) {
       parse_error("listen: [\"0.0.0.0:6443\"]\nbalancer: round_robin\n"),
       "config.yaml:2:1: unknown key \"balancer\" (valid: listen, listeners, admin, targets, "
       "targets_file, first_master, balance, health, upstream, tcp, relay, limits, drain_timeout, "
-      "threads, log, rebalance, upgrade)");
+      "threads, log, rebalance, upgrade, discovery)");
 }
 
 TEST(ParseConfig, RejectsUnknownNestedKeyWithPosition) {
@@ -580,6 +580,48 @@ TEST(ParseConfig, RejectsBadListenersAndRebalanceValuesWithPosition) {
             "config.yaml:1:25: rebalance.threshold: must be between 1.05 and 100, got 1");
   EXPECT_EQ(parse_error("rebalance: { rate: fast }\n"),
             "config.yaml:1:20: rebalance.rate: \"fast\" is not a number");
+}
+
+TEST(ParseConfig, ReadsDiscoveryWithDefaults) {
+  const auto c = parse_config(
+      "discovery:\n  kubernetes: { kubeconfig: /etc/kubernetes/admin.conf }\n", "config.yaml");
+  ASSERT_TRUE(c) << c.error().message();
+  ASSERT_TRUE(c->discovery.kubernetes);
+  EXPECT_EQ(c->discovery.kubernetes->kubeconfig, "/etc/kubernetes/admin.conf");
+  EXPECT_FALSE(c->discovery.kubernetes->in_cluster);
+  EXPECT_EQ(c->discovery.kubernetes->port_name, "https");
+  EXPECT_EQ(c->discovery.kubernetes->resync, 5min);
+  EXPECT_EQ(c->discovery.confirm_after, 60s);
+
+  const auto in_cluster = parse_config(
+      "discovery:\n  kubernetes: { in_cluster: true, port_name: api, resync: 30s }\n"
+      "  confirm_after: 5s\n",
+      "config.yaml");
+  ASSERT_TRUE(in_cluster) << in_cluster.error().message();
+  EXPECT_TRUE(in_cluster->discovery.kubernetes->in_cluster);
+  EXPECT_EQ(in_cluster->discovery.kubernetes->port_name, "api");
+  EXPECT_EQ(in_cluster->discovery.kubernetes->resync, 30s);
+  EXPECT_EQ(in_cluster->discovery.confirm_after, 5s);
+
+  const auto none = parse_config("targets: [10.0.0.1]\n", "config.yaml");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->discovery.kubernetes);
+}
+
+TEST(ParseConfig, RejectsBadDiscoveryWithPosition) {
+  EXPECT_EQ(parse_error("discovery:\n  kubernetes: {}\n"),
+            "config.yaml:2:15: discovery.kubernetes: needs kubeconfig: FILE or in_cluster: true "
+            "(how to reach the apiserver)");
+  EXPECT_EQ(parse_error("discovery:\n  kubernetes: { kubeconfig: a.conf, in_cluster: true }\n"),
+            "config.yaml:2:15: discovery.kubernetes: kubeconfig and in_cluster: true exclude each "
+            "other: keep one");
+  EXPECT_EQ(parse_error("discovery:\n  kubernetes: { in_cluster: true, resync: 10ms }\n"),
+            "config.yaml:2:43: discovery.kubernetes.resync: must be at least 1s, got 10ms");
+  EXPECT_EQ(parse_error("discovery:\n  kubernetes: { in_cluster: yes }\n"),
+            "config.yaml:2:29: discovery.kubernetes.in_cluster: \"yes\" is not true or false");
+  EXPECT_EQ(parse_error("discovery:\n  endpoints: true\n"),
+            "config.yaml:2:3: discovery: unknown key \"endpoints\" (valid: kubernetes, "
+            "confirm_after)");
 }
 
 TEST(Finalize, RejectsListenersThatClashWithTheMainListenerOrEachOther) {
