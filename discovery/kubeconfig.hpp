@@ -22,9 +22,9 @@ struct Credentials {
   // tls-server-name when it sets one; in-cluster "kubernetes.default.svc". The connection itself
   // goes through the balancer's own listener, whatever address the kubeconfig names.
   std::string server_name;
-  std::string ca_pem;    // certificate-authority(-data) / ca.crt: PEM text; never empty
-  std::string cert_pem;  // client-certificate(-data): PEM text; with key_pem, or neither
-  std::string key_pem;   // client-key(-data)
+  std::string ca_pem;      // certificate-authority(-data) / ca.crt: PEM text; never empty
+  std::string cert_pem;    // client-certificate(-data): PEM text; with key_pem, or neither
+  std::string key_pem;     // client-key(-data)
   std::string token;       // users[].user.token: a bearer token; or
   std::string token_file;  // tokenFile / the service account's `token`: read at each connect
                            // (bound service-account tokens rotate)

@@ -38,11 +38,11 @@ struct SliceList {
 struct WatchEvent {
   enum class Type { added, modified, deleted, bookmark, error };
   Type type = Type::bookmark;
-  std::string resource_version;  // the object's metadata.resourceVersion ("" for an error)
-  std::string name;              // the slice's metadata.name (added, modified, deleted)
+  std::string resource_version;     // the object's metadata.resourceVersion ("" for an error)
+  std::string name;                 // the slice's metadata.name (added, modified, deleted)
   std::vector<Endpoint> endpoints;  // added, modified
-  int code = 0;                  // error: the Status object's code (410: resourceVersion too old)
-  std::string message;           // error: the Status object's message
+  int code = 0;         // error: the Status object's code (410: resourceVersion too old)
+  std::string message;  // error: the Status object's message
 };
 
 // `source` names the text in errors ("GET /apis/...: items[0].endpoints[1].addresses: ..."), with
@@ -53,12 +53,16 @@ config::Result<SliceList> parse_slice_list(std::string_view json, std::string_vi
 // One line of the watch stream (one JSON object; a trailing newline is allowed).
 config::Result<WatchEvent> parse_watch_event(std::string_view json, std::string_view port_name,
                                              std::string_view source);
-// Applies an added/modified/deleted event to `slices`; returns whether anything changed.
-// Bookmarks and errors change nothing.
+// Applies an added/modified/deleted event to `slices`; returns whether the map changed (a slice
+// added, its endpoints replaced by different ones, or removed). Bookmarks and errors change
+// nothing. Call it qualified, `discovery::apply(...)`: Slices is a std::map, so argument-dependent
+// lookup also finds std::apply, which wins for a non-const event and does not compile.
 bool apply(Slices& slices, const WatchEvent& event);
 
-// Every address the slices name, once each, in address order. One that several slices name is
-// ready if any of them says it is ready and not terminating.
+// Every address (host and port) the slices name, once each, in address order: IPv4 before IPv6,
+// each by the address's bytes (10.0.0.9 before 10.0.0.10), then by port. One that several slices
+// name is ready if any of them says it is ready and not terminating, and terminating if all of
+// them say so; so `ready` here already excludes terminating endpoints.
 std::vector<Endpoint> merge(const Slices& slices);
 
 }  // namespace apilb::discovery
