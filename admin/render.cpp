@@ -270,6 +270,55 @@ const std::vector<Family<Inputs>>& view_families() {
   return table;
 }
 
+const std::vector<Family<DiscoveryStatus>>& discovery_families() {
+  using D = DiscoveryStatus;
+  constexpr auto G = MetricType::Gauge;
+  constexpr auto C = MetricType::Counter;
+  static const std::vector<Family<DiscoveryStatus>> table = {
+      {"apiserver_lb_discovery_targets",
+       "Targets discovered from the cluster's EndpointSlices, in force.",
+       G,
+       {{{}, [](const D& d) { return double(d.targets); }}}},
+      {"apiserver_lb_discovery_holding",
+       "1 while a discovered change is held back (it would empty the list or take out more than "
+       "half of the healthy targets).",
+       G,
+       {{{}, [](const D& d) { return d.holding ? 1.0 : 0.0; }}}},
+      {"apiserver_lb_discovery_held_back_total",
+       "Discovered changes held back by the safety rules.",
+       C,
+       {{{}, [](const D& d) { return double(d.held_back); }}}},
+      {"apiserver_lb_discovery_lists_total",
+       "Full lists of the EndpointSlices taken.",
+       C,
+       {{{}, [](const D& d) { return double(d.lists); }}}},
+      {"apiserver_lb_discovery_watch_events_total",
+       "Watch events read, bookmarks included.",
+       C,
+       {{{}, [](const D& d) { return double(d.events); }}}},
+      {"apiserver_lb_discovery_errors_total",
+       "Failed connections, requests and watch streams of discovery.",
+       C,
+       {{{}, [](const D& d) { return double(d.errors); }}}},
+  };
+  return table;
+}
+
+// 1 for each source that names a target: config, file, discovery or fallback.
+MetricFamily target_sources(const AdminView& view) {
+  MetricFamily family{"apiserver_lb_target_source",
+                      "1 for each source that names the target (config, file, discovery, "
+                      "fallback).",
+                      MetricType::Gauge,
+                      {}};
+  for (const auto& t : view.targets)
+    for (const auto source : t.sources)
+      family.metric.push_back(
+          sample(MetricType::Gauge, 1,
+                 {{"source", std::string(healthcheck::to_string(source))}, {"target", t.name}}));
+  return family;
+}
+
 MetricFamily check_durations(const AdminView& view) {
   MetricFamily family{"apiserver_lb_health_check_duration_seconds",
                       "Duration of active health checks.",
@@ -340,11 +389,24 @@ std::string render_status_json(const AdminView& view) {
                                    {"reason", c.reason}});
   doc["recent_changes"] = std::move(changes);
   if (view.config) doc["config"] = config_json(*view.config);
+  if (const auto& d = view.discovery) {
+    json::object o{{"state", d->state},           {"resource_version", d->resource_version},
+                   {"last_error", d->last_error}, {"targets", d->targets},
+                   {"holding", d->holding},       {"held_back", d->held_back},
+                   {"lists", d->lists},           {"watches", d->watches},
+                   {"events", d->events},         {"errors", d->errors}};
+    if (d->holding) o["holding_seconds"] = d->holding_seconds;
+    if (d->lists > 0) o["last_list"] = rfc3339(d->last_list);
+    doc["discovery"] = std::move(o);
+  }
   json::array targets;
   for (const auto& t : view.targets) {
     json::object o;
     o["address"] = t.name;
     o["origin"] = std::string(healthcheck::to_string(t.origin));
+    json::array sources;
+    for (const auto source : t.sources) sources.emplace_back(healthcheck::to_string(source));
+    o["sources"] = std::move(sources);
     o["state"] = std::string(healthcheck::to_string(t.state));
     o["since"] = rfc3339(t.since);
     o["seconds_in_state"] = age(t.since);
@@ -375,6 +437,9 @@ std::string render_metrics(const AdminView& view) {
     for (const auto& t : view.targets) add_series(out, f, t, {{"target", t.name}});
   }
   families.push_back(check_durations(view));
+  families.push_back(target_sources(view));
+  if (view.discovery)
+    for (const auto& f : discovery_families()) add_series(family(f), f, *view.discovery);
   const Inputs inputs{view, read_process()};
   for (const auto& f : view_families()) add_series(family(f), f, inputs);
   return prometheus::TextSerializer().Serialize(families);
@@ -395,8 +460,19 @@ std::optional<std::string> render_status_table(std::string_view status_json, boo
   std::string out = r ? "ready" : "NOT READY: " + text(o.if_contains("not_ready_reason"));
   out += "  (balance " + text(o.if_contains("balance")) + ", " +
          text(o.if_contains("connections_active")) + " connections)\n";
+  if (const auto* dv = o.if_contains("discovery"); dv && dv->is_object()) {
+    const json::object& d = dv->as_object();
+    out += "discovery: " + text(d.if_contains("state")) + " (resourceVersion " +
+           text(d.if_contains("resource_version")) + "), " + text(d.if_contains("targets")) +
+           " targets";
+    if (const auto* h = d.if_contains("holding"); h && h->is_bool() && h->as_bool())
+      out += ", a change held back";
+    if (const auto error = text(d.if_contains("last_error")); !error.empty())
+      out += "; last error: " + error;
+    out += "\n";
+  }
   char line[512];
-  std::snprintf(line, sizeof line, "%-28s %-9s %-8s %-20s %6s  %s\n", "TARGET", "STATE", "ORIGIN",
+  std::snprintf(line, sizeof line, "%-28s %-9s %-17s %-20s %6s  %s\n", "TARGET", "STATE", "SOURCES",
                 "SINCE", "ACTIVE", "LAST CHECK");
   out += line;
   for (const json::value& tv : o.at("targets").as_array()) {
@@ -410,9 +486,15 @@ std::optional<std::string> render_status_table(std::string_view status_json, boo
         last += fmt_latency(ms->to_number<double>());
       if (const auto reason = text(l.if_contains("reason")); !reason.empty()) last += ": " + reason;
     }
-    std::snprintf(line, sizeof line, "%-28s %-9s %-8s %-20s %6s  %s\n",
+    // Every source that names it; a /status from before sources existed has only the origin.
+    std::string sources;
+    if (const auto* sv = t.if_contains("sources"); sv && sv->is_array())
+      for (const json::value& source : sv->as_array())
+        sources += (sources.empty() ? "" : ",") + text(&source);
+    if (sources.empty()) sources = text(t.if_contains("origin"));
+    std::snprintf(line, sizeof line, "%-28s %-9s %-17s %-20s %6s  %s\n",
                   text(t.if_contains("address")).c_str(), text(t.if_contains("state")).c_str(),
-                  text(t.if_contains("origin")).c_str(), text(t.if_contains("since")).c_str(),
+                  sources.c_str(), text(t.if_contains("since")).c_str(),
                   text(t.if_contains("connections_active")).c_str(), last.c_str());
     out += line;
   }

@@ -69,7 +69,7 @@ dl.config dt { color: var(--muted); } dl.config dd { margin: 0; font-family: ui-
 <dl class="facts" id="facts"></dl>
 <h2>Targets</h2>
 <table>
-  <thead><tr><th>Target</th><th>State</th><th>Origin</th><th class="num">In state</th><th>Last check</th>
+  <thead><tr><th>Target</th><th>State</th><th>Sources</th><th class="num">In state</th><th>Last check</th>
     <th class="num">Active</th><th class="num">Conn/s</th><th class="num">In / out per s</th>
     <th class="num">Connections</th><th class="num">Connect failures</th><th class="num">Failovers</th></tr></thead>
   <tbody id="targets"></tbody>
@@ -139,7 +139,7 @@ function render(s, at) {
     return el("tr", {"data-target": t.address, "data-state": t.state},
       cell("Target", t.address, "addr"),
       cell("State", el("span", {class: "badge " + (s.panic_mode && t.state !== "up" ? "panic" : t.state)}, state)),
-      cell("Origin", t.origin),
+      cell("Sources", (t.sources || [t.origin]).join(", ")),
       cell("In state", duration(t.seconds_in_state), "num"),
       cell("Last check", check),
       cell("Active", String(t.connections_active), "num"),

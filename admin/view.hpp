@@ -6,10 +6,27 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace apilb::admin {
+
+// Discovery (discovery.kubernetes) as /status and /metrics show it.
+struct DiscoveryStatus {
+  std::string state;  // the watch: connecting, listing, watching, backing off
+  std::string resource_version;
+  std::string last_error;  // "" until something failed
+  std::uint64_t lists = 0;
+  std::uint64_t watches = 0;
+  std::uint64_t events = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t held_back = 0;  // changes the safety rules held back
+  bool holding = false;         // one is held back now
+  double holding_seconds = 0;
+  std::size_t targets = 0;  // discovered targets in force
+  std::chrono::system_clock::time_point last_list{};
+};
 
 // Everything the admin endpoints show, gathered in one go on the control thread (where the
 // supervisor lives) and rendered afterwards on the admin thread.
@@ -35,6 +52,7 @@ struct AdminView {
   std::chrono::system_clock::time_point started;
   std::int64_t pid = 0;                           // the process answering (an upgrade replaces it)
   std::vector<healthcheck::StateChange> changes;  // recent, oldest first
+  std::optional<DiscoveryStatus> discovery;       // set when discovery.kubernetes is
   std::shared_ptr<const config::Config> config;   // in force; null when not gathered
 };
 

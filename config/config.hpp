@@ -112,8 +112,8 @@ struct Upgrade {
 // `discovery.kubernetes`: list and watch the `kubernetes` Service's EndpointSlices
 // (discovery.k8s.io/v1, namespace default) through the balancer's own listener.
 struct Kubernetes {
-  std::string kubeconfig;   // credentials from this kubeconfig's current context; or
-  bool in_cluster = false;  // from the pod's service account
+  std::string kubeconfig;           // credentials from this kubeconfig's current context; or
+  bool in_cluster = false;          // from the pod's service account
   std::string port_name = "https";  // the EndpointPort the masters are reached on
   Duration resync = std::chrono::minutes(5);  // a fresh list this often, whatever the watch says
 };

@@ -135,11 +135,14 @@ Result<std::optional<Feed>> load_feed(const std::filesystem::path& file) {
   return std::optional<Feed>(std::move(*feed));
 }
 
-std::string render_feed(const Feed& feed) {
+std::string render_feed(const Feed& feed, std::string_view header) {
   std::string out =
-      "# Targets of apiserver-lb: the kube-apiservers to balance across.\n"
-      "# Managed by `apiserver-lb targets` and installers; it is replaced as a whole, atomically.\n"
-      "# Entries: ADDR or { address: ADDR, drain: true }; quote IPv6: \"[fd00::1]:6443\".\n";
+      header.empty()
+          ? "# Targets of apiserver-lb: the kube-apiservers to balance across.\n"
+            "# Managed by `apiserver-lb targets` and installers; it is replaced as a whole, "
+            "atomically.\n"
+          : std::string(header);
+  out += "# Entries: ADDR or { address: ADDR, drain: true }; quote IPv6: \"[fd00::1]:6443\".\n";
   if (feed.targets.empty()) return out + "targets: []\n";
   out += "targets:\n";
   for (const auto& [address, drain] : feed.targets) {
@@ -150,7 +153,8 @@ std::string render_feed(const Feed& feed) {
   return out;
 }
 
-Result<void> write_feed_atomically(const std::filesystem::path& file, const Feed& feed) {
+Result<void> write_feed_atomically(const std::filesystem::path& file, const Feed& feed,
+                                   std::string_view header) {
   const std::filesystem::path temp = sibling(file, ".tmp." + std::to_string(::getpid()));
   mode_t mode = 0644;
   if (struct stat st{}; ::stat(file.c_str(), &st) == 0) mode = st.st_mode & 07777;
@@ -164,7 +168,7 @@ Result<void> write_feed_atomically(const std::filesystem::path& file, const Feed
   };
   // fchmod, not open's mode: the umask would narrow it.
   if (::fchmod(out.get(), mode) != 0) return fail("cannot set mode");
-  if (!write_all(out.get(), render_feed(feed))) return fail("cannot write");
+  if (!write_all(out.get(), render_feed(feed, header))) return fail("cannot write");
   if (::fsync(out.get()) != 0) return fail("cannot sync");
   if (::close(out.release()) != 0) return fail("cannot close");
   if (::rename(temp.c_str(), file.c_str()) != 0) {

@@ -58,14 +58,16 @@ Result<std::optional<Feed>> load_feed(const std::filesystem::path& file);
 // The canonical text of `feed`, which parse_feed() reads back to the same entries: a header
 // comment, then plain entries as scalars and drained ones as `{ address: X, drain: true }`;
 // `targets: []` when there are none.
-std::string render_feed(const Feed& feed);
+// `header`: the comment lines at the top ("" for the feed's own, which says who manages it).
+std::string render_feed(const Feed& feed, std::string_view header = {});
 
 // Replaces `file` with render_feed(feed) so that a reader sees the old file or the new one, never
 // a mix, even across a crash: writes `<file>.tmp.<pid>` in the same directory, fsyncs it, renames
 // it over `file` and fsyncs the directory. Keeps the mode of the file it replaces (0644 for a new
 // one). Not safe against a concurrent writer by itself: update_feed() serialises writers. Errors
 // name the path and say what failed ("cannot write: No space left on device").
-Result<void> write_feed_atomically(const std::filesystem::path& file, const Feed& feed);
+Result<void> write_feed_atomically(const std::filesystem::path& file, const Feed& feed,
+                                   std::string_view header = {});
 
 // An edit of a feed in place. Returns true when it changed something, false to leave the file as
 // it is (nothing is written), or an Error to refuse, which update_feed() returns unchanged.

@@ -3,6 +3,7 @@
 #include "admin/server.hpp"
 #include "base/coroutine.hpp"
 #include "config/feed.hpp"
+#include "control/discovery_source.hpp"
 #include "control/feed_watcher.hpp"
 #include "control/logging.hpp"
 #include "control/upgrade.hpp"
@@ -76,6 +77,7 @@ struct Controller::Impl {
     admin.reset();
     upgrades.reset();
     feed_watcher.reset();
+    discovery.reset();
     // The supervisors' check loops live in io: stop them, then destroy their frames, the rest.
     extra.clear();
     supervisor.reset();
@@ -86,6 +88,9 @@ struct Controller::Impl {
   void apply_targets();
   void read_feed(bool at_start);
   void watch_feed();
+  void start_discovery(std::optional<std::vector<discovery::Endpoint>> start);
+  discovery::HealthView health_view() const;
+  tcp::endpoint own_listener() const;
   std::filesystem::path last_good_path() const;
   std::vector<std::pair<config::Address, std::size_t>> listen_addresses(
       const config::Config& c) const;
@@ -127,8 +132,9 @@ struct Controller::Impl {
   std::unique_ptr<healthcheck::Supervisor> supervisor;
   std::unique_ptr<AdminServer> admin;
   std::unique_ptr<FeedWatcher> feed_watcher;
-  config::Feed feed;                          // the last good targets_file
-  std::map<std::string, Listened> listeners;  // as configured -> as bound
+  config::Feed feed;                           // the last good targets_file
+  std::unique_ptr<DiscoverySource> discovery;  // discovery.kubernetes
+  std::map<std::string, Listened> listeners;   // as configured -> as bound
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
   std::uint64_t reloads_succeeded = 0;
   std::uint64_t reloads_failed = 0;
@@ -150,8 +156,14 @@ AdminView Controller::Impl::admin_view() const {
       std::ranges::move(pool.supervisor->status(), std::back_inserter(v.targets));
       continue;
     }
-    for (const Target& t : pool.current ? pool.current->targets() : std::span<const Target>{})
-      v.targets.push_back({.name = t.name, .origin = t.origin, .state = t.state, .stats = t.stats});
+    for (const Target& t : pool.current ? pool.current->targets() : std::span<const Target>{}) {
+      healthcheck::TargetStatus& status = v.targets.emplace_back();
+      status.name = t.name;
+      status.origin = t.origin;
+      status.state = t.state;
+      status.stats = t.stats;
+      status.sources = {t.origin};
+    }
   }
   v.connections = shared.connections.load(std::memory_order_relaxed);
   v.rejected = shared.rejected.load(std::memory_order_relaxed);
@@ -170,6 +182,7 @@ AdminView Controller::Impl::admin_view() const {
   v.started = started;
   v.pid = ::getpid();
   v.changes.assign(supervisor->changes().begin(), supervisor->changes().end());
+  if (discovery) v.discovery = discovery->status();
   v.config = std::make_shared<const config::Config>(config);
   return v;
 }
@@ -180,20 +193,32 @@ std::unique_ptr<AdminServer> Controller::Impl::make_admin(const config::Address&
                                        [this] { return admin_view(); });
 }
 
-// Static targets and the feed's, without repeats (a static target keeps its origin and takes the
-// feed's drain flag); first_master when there are none. `port`: on that port of each (a listener
-// of `listeners`). At start after an upgrade, each in the state the previous process knew.
+// Static targets, the feed's and the discovered ones, without repeats: a target named by several
+// sources lists them all, takes the first as its origin and drains if any of them says so (the
+// feed's drain flag, an endpoint not ready or terminating). first_master when there are none.
+// `port`: on that port of each (a listener of `listeners`). At start after an upgrade, each in the
+// state the previous process knew.
 std::vector<healthcheck::TargetSpec> Controller::Impl::target_specs(std::uint16_t port) const {
   std::vector<healthcheck::TargetSpec> specs;
-  for (const config::Address& a : config.targets) {
-    const config::FeedEntry* in_feed = feed.find(a);
-    specs.push_back({a, Origin::config, in_feed && in_feed->drain});
-  }
-  for (const config::FeedEntry& e : feed.targets)
-    if (std::ranges::find(config.targets, e.address) == config.targets.end())
-      specs.push_back({e.address, Origin::file, e.drain});
-  if (specs.empty() && config.first_master)
-    specs.push_back({*config.first_master, Origin::fallback});
+  const auto add = [&](const config::Address& a, Origin origin, bool drain) {
+    const auto same = std::ranges::find(specs, a, &healthcheck::TargetSpec::address);
+    if (same == specs.end()) {
+      specs.push_back({.address = a,
+                       .origin = origin,
+                       .drain = drain,
+                       .inherited = healthcheck::TargetState::unknown,
+                       .sources = {origin}});
+      return;
+    }
+    same->drain = same->drain || drain;
+    same->sources.push_back(origin);
+  };
+  for (const config::Address& a : config.targets) add(a, Origin::config, false);
+  for (const config::FeedEntry& e : feed.targets) add(e.address, Origin::file, e.drain);
+  if (discovery)
+    for (const discovery::Endpoint& e : discovery->targets())
+      add(e.address, Origin::discovery, !e.ready || e.terminating);
+  if (specs.empty() && config.first_master) add(*config.first_master, Origin::fallback, false);
   for (auto& spec : specs) {
     if (port) spec.address.port = port;
     if (startup.takeover)
@@ -329,6 +354,46 @@ std::filesystem::path Controller::Impl::last_good_path() const {
   return feed_file.string() + ".last-good";
 }
 
+// Starts (or, on a reload, restarts) the watch of the cluster's EndpointSlices. `start`: the
+// discovered list in force; nullopt at start: the last good one kept on disk.
+void Controller::Impl::start_discovery(std::optional<std::vector<discovery::Endpoint>> start) {
+  discovery.reset();
+  if (!config.discovery.kubernetes) return;
+  discovery = std::make_unique<DiscoverySource>(
+      io->get_executor(), config, std::move(start), [this] { return own_listener(); },
+      [this] { return health_view(); }, [this] { apply_targets(); });
+}
+
+// What the discovery gate weighs a change against: the main pool's checks.
+discovery::HealthView Controller::Impl::health_view() const {
+  auto status = std::make_shared<std::vector<healthcheck::TargetStatus>>(supervisor->status());
+  const auto up = [status](const config::Address& a) {
+    const std::string name = a.to_string();
+    return std::ranges::any_of(*status, [&](const healthcheck::TargetStatus& t) {
+      return t.name == name && t.state == healthcheck::TargetState::up;
+    });
+  };
+  const auto elsewhere = [this](const config::Address& a) {
+    return std::ranges::find(config.targets, a) != config.targets.end() || feed.find(a) != nullptr;
+  };
+  return {.up = up,
+          .elsewhere = elsewhere,
+          .up_total = static_cast<std::size_t>(std::ranges::count(
+              *status, healthcheck::TargetState::up, &healthcheck::TargetStatus::state))};
+}
+
+// Where discovery connects: the first main listen address as bound (loopback for a wildcard), so
+// it reaches whichever master the balancer picks.
+tcp::endpoint Controller::Impl::own_listener() const {
+  const auto it = listeners.find(config.listen.front().to_string());
+  tcp::endpoint ep =
+      it != listeners.end() ? it->second.endpoint : endpoint_of(config.listen.front());
+  if (ep.address().is_unspecified())
+    ep.address(ep.address().is_v6() ? asio::ip::address(asio::ip::address_v6::loopback())
+                                    : asio::ip::address(asio::ip::address_v4::loopback()));
+  return ep;
+}
+
 void Controller::Impl::watch_feed() {
   feed_watcher.reset();
   if (config.targets_file.empty()) return;
@@ -447,6 +512,9 @@ void Controller::Impl::reload() {
       next->listeners = config.listeners;
     }
     for (const config::Listener& l : next->listeners) healthcheck::Prober{l.health};
+    if (next->discovery.kubernetes)
+      if (auto creds = DiscoverySource::credentials(*next); !creds)
+        throw std::runtime_error(creds.error().message());
     std::unique_ptr<AdminServer> next_admin;
     if (next->admin.listen != config.admin.listen && next->admin.listen) {
       admin.reset();  // its address may be the new one's
@@ -484,6 +552,11 @@ void Controller::Impl::reload() {
     watch_feed();
   }
   if (!config.targets_file.empty()) read_feed(feed_moved);
+  // The watch starts again with the new settings and credentials (a rotated client certificate),
+  // from the discovered list in force.
+  std::optional<std::vector<discovery::Endpoint>> discovered;
+  if (discovery) discovered = discovery->targets();
+  start_discovery(std::move(discovered));
   apply_targets();
   ++reloads_succeeded;
   last_reload_ok = true;
@@ -695,6 +768,7 @@ int Controller::run() {
     s.read_feed(true);
     s.watch_feed();
   }
+  s.start_discovery(std::nullopt);
   s.apply_targets();
   std::string summary;
   for (const Target& t : s.supervisor->current()->targets())

@@ -41,7 +41,7 @@ class Gate {
 
   struct Decision {
     std::optional<std::vector<Endpoint>> apply;  // the list to put in force now, if it changes
-    std::string why;  // a line for the log when something was held back, kept or released
+    std::string why;    // a line for the log when something was held back, kept or released
     bool warn = false;  // `why` is a warning: a change is being held back
   };
 

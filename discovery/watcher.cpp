@@ -56,8 +56,9 @@ ssl::context make_context(const Credentials& c) {
   const auto load = [&](std::string_view what, auto&& step) {
     boost::system::error_code ec;
     step(ec);
-    if (ec) throw std::runtime_error(c.source + ": the " + std::string(what) +
-                                     " does not load: " + ec.message());
+    if (ec)
+      throw std::runtime_error(c.source + ": the " + std::string(what) +
+                               " does not load: " + ec.message());
   };
   load("CA", [&](auto& ec) { ctx.add_certificate_authority(asio::buffer(c.ca_pem), ec); });
   ctx.set_verify_mode(ssl::verify_peer);
@@ -242,8 +243,7 @@ awaitable<std::optional<Failure>> Watcher::Impl::session() {
   if (auto [ec] = co_await socket.async_connect(endpoint, use_nothrow); ec)
     co_return Failure{"cannot connect to the balancer's own listener " + where + ": " +
                       ec.message()};
-  if (auto why = prepare(stream.native_handle()))
-    co_return Failure{"TLS setup: " + *why};
+  if (auto why = prepare(stream.native_handle())) co_return Failure{"TLS setup: " + *why};
   socket.expires_after(kRequestTimeout);
   if (auto [ec] = co_await stream.async_handshake(ssl::stream_base::client, use_nothrow); ec)
     co_return Failure{"TLS handshake through " + where + ": " + describe(ec, stream)};
@@ -258,8 +258,7 @@ awaitable<std::optional<Failure>> Watcher::Impl::session() {
   }
 }
 
-awaitable<std::optional<Failure>> Watcher::Impl::list(Stream& stream,
-                                                      beast::flat_buffer& buffer) {
+awaitable<std::optional<Failure>> Watcher::Impl::list(Stream& stream, beast::flat_buffer& buffer) {
   status.state = "listing";
   const std::string target = std::string(kPath) + '?' + std::string(kSelector);
   std::string why;
@@ -288,8 +287,7 @@ awaitable<std::optional<Failure>> Watcher::Impl::list(Stream& stream,
   co_return std::nullopt;
 }
 
-awaitable<std::optional<Failure>> Watcher::Impl::watch(Stream& stream,
-                                                       beast::flat_buffer& buffer) {
+awaitable<std::optional<Failure>> Watcher::Impl::watch(Stream& stream, beast::flat_buffer& buffer) {
   status.state = "watching";
   ++status.watches;
   const auto opened = steady_clock::now();

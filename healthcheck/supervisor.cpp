@@ -332,7 +332,8 @@ std::vector<TargetStatus> Supervisor::status() const {
   std::vector<TargetStatus> out;
   for (const auto& c : checkers_)
     out.push_back({c->name, c->spec.origin, c->state, c->since_wall, c->last, c->stats, c->checks,
-                   c->left_service});
+                   c->left_service,
+                   c->spec.sources.empty() ? std::vector{c->spec.origin} : c->spec.sources});
   return out;
 }
 

@@ -27,6 +27,7 @@ struct TargetSpec {
   // that state instead of unknown, so an upgrade neither sends to a dead master nor waits for
   // `rise` checks of a healthy one. Ignored for a target that is checked already.
   TargetState inherited = TargetState::unknown;
+  std::vector<Origin> sources;  // every source that names it, `origin` first; empty: {origin}
 };
 
 // Durations of a target's active checks in fixed buckets (Prometheus histogram semantics:
@@ -51,6 +52,7 @@ struct TargetStatus {
   std::shared_ptr<const TargetStats> stats;
   CheckHistogram checks;
   std::uint64_t left_service = 0;  // times it went from up to down or draining
+  std::vector<Origin> sources;     // every source that names it, `origin` first
 };
 
 // One line of the recent history the status page shows: a target changing state, or the balancer

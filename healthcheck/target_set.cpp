@@ -25,6 +25,8 @@ std::string_view to_string(Origin o) noexcept {
       return "config";
     case Origin::file:
       return "file";
+    case Origin::discovery:
+      return "discovery";
     case Origin::fallback:
       return "fallback";
   }

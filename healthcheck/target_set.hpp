@@ -15,8 +15,10 @@
 namespace apilb::healthcheck {
 
 enum class TargetState : std::uint8_t { unknown, up, draining, down };
-// Where a target came from: the config's `targets`, the installer's targets_file, or first_master.
-enum class Origin : std::uint8_t { config, file, fallback };
+// Where a target came from: the config's `targets`, the installer's targets_file, the cluster's
+// EndpointSlices (discovery), or first_master. A target several sources name has the first of
+// them as its origin.
+enum class Origin : std::uint8_t { config, file, discovery, fallback };
 
 std::string_view to_string(TargetState) noexcept;
 std::string_view to_string(Origin) noexcept;

@@ -18,7 +18,7 @@ Endpoint at(const std::string& host, bool ready = true) {
 // Health as a test sets it: which hosts pass their checks, which another source names too.
 struct Health {
   std::set<std::string> up;
-  std::set<std::string> elsewhere;
+  std::set<std::string> elsewhere = {};
   HealthView view() const {
     return {.up = [this](const config::Address& a) { return up.contains(a.host); },
             .elsewhere = [this](const config::Address& a) { return elsewhere.contains(a.host); },
@@ -46,8 +46,8 @@ TEST(Gate, AppliesAdditionsAndTheFirstListAtOnce) {
   ASSERT_TRUE(more.apply);
   EXPECT_EQ(more.apply->size(), 3u);
   EXPECT_FALSE(gate.holding());
-  EXPECT_FALSE(gate.propose({at("10.0.0.3"), at("10.0.0.1"), at("10.0.0.2")}, health.view(), t0)
-                   .apply)
+  EXPECT_FALSE(
+      gate.propose({at("10.0.0.3"), at("10.0.0.1"), at("10.0.0.2")}, health.view(), t0).apply)
       << "the same list in another order is no change";
 }
 
@@ -91,8 +91,7 @@ TEST(Gate, HoldsBackDroppingTwoOfThreeHealthyThenAppliesAsFarAsHealthAgrees) {
   EXPECT_FALSE(gate.tick(health.view(), t0 + 59s).apply) << "not before confirm_after";
   auto after = gate.tick(health.view(), t0 + 60s);
   EXPECT_FALSE(after.apply) << "both still pass their checks: nothing changes";
-  EXPECT_NE(after.why.find("keeping 10.0.0.2:6443, 10.0.0.3:6443"), std::string::npos)
-      << after.why;
+  EXPECT_NE(after.why.find("keeping 10.0.0.2:6443, 10.0.0.3:6443"), std::string::npos) << after.why;
   EXPECT_TRUE(gate.tick(health.view(), t0 + 61s).why.empty()) << "said once";
 
   health.up.erase("10.0.0.2");  // health checks now agree about one of them
@@ -134,8 +133,7 @@ TEST(Gate, AnEmptyListOfTargetsThatAreAllDownAppliesAfterConfirmAfter) {
 
 TEST(Gate, TargetsThatAnotherSourceNamesDoNotCount) {
   Gate gate(60s, {at("10.0.0.1"), at("10.0.0.2"), at("10.0.0.3")});
-  Health health{.up = {"10.0.0.1", "10.0.0.2", "10.0.0.3"},
-                .elsewhere = {"10.0.0.2", "10.0.0.3"}};
+  Health health{.up = {"10.0.0.1", "10.0.0.2", "10.0.0.3"}, .elsewhere = {"10.0.0.2", "10.0.0.3"}};
   auto d = gate.propose({at("10.0.0.1")}, health.view(), t0);
   ASSERT_TRUE(d.apply) << "10.0.0.2 and .3 stay as targets of the feed: nothing leaves service";
 }
