@@ -4,6 +4,13 @@
 // flipped at run time with PUT /standin/readyz?status=500. Without --cert/--key it makes itself a
 // self-signed ECDSA P-256 certificate (SANs from --san) and can write it out for clients to trust.
 //
+// With --slice-file it also serves the list/watch protocol of discovery.k8s.io/v1 EndpointSlices
+// in namespace default from a JSON file the test rewrites atomically, {"resourceVersion": 12,
+// "compacted": 10, "slices": [...]}: several stand-ins read the same file, so they agree on the
+// slices as masters sharing etcd do. Watches send ADDED/MODIFIED/DELETED diffs when the file's
+// resourceVersion rises, BOOKMARKs, a 410 Expired below "compacted", and end after timeoutSeconds;
+// POST /standin/drop-watches cuts every open watch mid-chunk (a master dying under its watchers).
+//
 // Once listening it prints exactly one line, `apiserver-standin NAME listening on HOST:PORT`
 // (after `... control on HOST:PORT` when --control is given), so --listen 127.0.0.1:0 works.
 // SIGTERM or SIGINT: exits 0 at once.
@@ -17,15 +24,22 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -45,6 +59,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <nlohmann/json.hpp>
 
 namespace apilb::standin {
 namespace {
@@ -54,6 +69,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+// Keeps the keys in the file's order, so objects come back as the test wrote them.
+using Json = nlohmann::ordered_json;
 
 constexpr auto use_nothrow = asio::as_tuple(asio::use_awaitable);
 
@@ -61,7 +78,7 @@ constexpr std::string_view kUsage =
     "usage: apiserver-standin --listen HOST:PORT --name NAME [--plain]\n"
     "         [--cert FILE --key FILE | --san LIST] [--write-cert FILE] [--write-key FILE]\n"
     "         [--client-ca FILE] [--no-anonymous] [--readyz-status CODE] [--control HOST:PORT]\n"
-    "         [--threads N]\n"
+    "         [--threads N] [--slice-file FILE] [--bookmark-interval MS] [--token TOKEN]\n"
     "  --listen        address to serve on; port 0 picks one (default 127.0.0.1:0)\n"
     "  --name          answered by GET / and used as the certificate's CN (default standin)\n"
     "  --plain         plain HTTP instead of HTTPS\n"
@@ -74,15 +91,26 @@ constexpr std::string_view kUsage =
     "  --write-key     write the serving key (PEM) here: lets other stand-ins share the "
     "certificate\n"
     "  --client-ca     verify client certificates against this CA (they stay optional)\n"
-    "  --no-anonymous  answer 401 to requests without a verified client certificate\n"
+    "  --no-anonymous  answer 401 to requests without a verified client certificate or the token\n"
+    "  --token         a request with \"Authorization: Bearer TOKEN\" is authorised (a wrong "
+    "bearer\n"
+    "                  token is refused with 401)\n"
     "  --readyz-status initial /readyz status (default 200)\n"
     "  --control       also serve the same endpoints over plain HTTP here (tests flip /readyz)\n"
     "  --threads       event loops (default 1)\n"
     "  --shutdown-delay MS  on SIGTERM, as kube-apiserver's --shutdown-delay-duration: /readyz "
     "fails\n"
     "                  at once, the listener closes MS later, the process exits 500 ms after that\n"
+    "  --slice-file    serve EndpointSlices (list and watch) from this JSON file, re-read when it\n"
+    "                  changes: {\"resourceVersion\": N, \"compacted\": N, \"slices\": [...]}\n"
+    "  --bookmark-interval MS  between BOOKMARK events of watches with allowWatchBookmarks\n"
+    "                  (default 1000)\n"
     "endpoints: GET / /readyz[?verbose] /livez /healthz /standin/whoami /standin/stats\n"
-    "           /standin/stream?bytes=N; PUT|POST /standin/readyz?status=CODE[&check=NAME]\n";
+    "           /standin/stream?bytes=N; PUT|POST /standin/readyz?status=CODE[&check=NAME];\n"
+    "           POST /standin/drop-watches (cuts open watches mid-chunk);\n"
+    "           with --slice-file GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices\n"
+    "           ?labelSelector=K=V[&watch=1&resourceVersion=R&allowWatchBookmarks=true\n"
+    "           &timeoutSeconds=T]\n";
 
 struct Options {
   std::string listen = "127.0.0.1:0";
@@ -100,6 +128,9 @@ struct Options {
   std::string control;
   int threads = 1;
   int shutdown_delay_ms = 0;  // 0: SIGTERM stops at once
+  std::string slice_file;
+  int bookmark_interval_ms = 1000;
+  std::string token;
 };
 
 [[noreturn]] void fail(std::string_view why) {
@@ -168,6 +199,15 @@ Options parse_options(int argc, char** argv) {
       const auto delay = to_int(value);
       if (!delay || *delay < 0) fail("--shutdown-delay: want milliseconds, got " + value);
       options.shutdown_delay_ms = *delay;
+    } else if (flag == "--slice-file") {
+      options.slice_file = value;
+    } else if (flag == "--bookmark-interval") {
+      const auto interval = to_int(value);
+      if (!interval || *interval < 1) fail("--bookmark-interval: want milliseconds, got " + value);
+      options.bookmark_interval_ms = *interval;
+    } else if (flag == "--token") {
+      if (value.empty()) fail("--token: empty");
+      options.token = value;
     } else {
       fail("unknown flag " + std::string(flag) + "\n" + std::string(kUsage));
     }
@@ -311,6 +351,275 @@ void configure_tls(ssl::context& tls, const Options& options) {
   }
 }
 
+// ---- EndpointSlices ---------------------------------------------------------------------------
+
+constexpr std::string_view kSlicesPath =
+    "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
+// One state of the slice file: what the masters' etcd holds at resource_version.
+struct Snapshot {
+  std::int64_t resource_version = 0;
+  std::int64_t compacted = 0;
+  std::vector<Json> slices;  // each with metadata.resourceVersion filled in
+};
+using SnapshotPtr = std::shared_ptr<const Snapshot>;
+
+// nullopt (and why) when the text is not a slice file: the caller keeps its last state.
+std::optional<Snapshot> parse_slice_file(const std::string& text, std::string& why) {
+  Json file = Json::parse(text, nullptr, false);
+  if (file.is_discarded() || !file.is_object()) {
+    why = "not a JSON object";
+    return std::nullopt;
+  }
+  Snapshot snapshot;
+  const auto rv = file.find("resourceVersion");
+  if (rv == file.end() || !rv->is_number_integer()) {
+    why = "resourceVersion: want an integer";
+    return std::nullopt;
+  }
+  snapshot.resource_version = rv->get<std::int64_t>();
+  if (const auto compacted = file.find("compacted"); compacted != file.end()) {
+    if (!compacted->is_number_integer()) {
+      why = "compacted: want an integer";
+      return std::nullopt;
+    }
+    snapshot.compacted = compacted->get<std::int64_t>();
+  }
+  const auto slices = file.find("slices");
+  if (slices == file.end() || !slices->is_array()) {
+    why = "slices: want an array";
+    return std::nullopt;
+  }
+  for (Json& slice : *slices) {
+    const auto metadata = slice.is_object() ? slice.find("metadata") : slice.end();
+    if (!slice.is_object() || metadata == slice.end() || !metadata->is_object() ||
+        !metadata->contains("name") || !(*metadata)["name"].is_string()) {
+      why = "slices: each wants metadata.name";
+      return std::nullopt;
+    }
+    if (!metadata->contains("resourceVersion"))
+      (*metadata)["resourceVersion"] = std::to_string(snapshot.resource_version);
+    snapshot.slices.push_back(std::move(slice));
+  }
+  return snapshot;
+}
+
+// The slice file's states, shared by every loop thread: the file poller (main loop) publishes,
+// lists and watches read. It keeps the states it has seen, so that a watch from R diffs against
+// the state at R as etcd's history would; a watch from before them all starts from nothing.
+class SliceStore {
+ public:
+  SnapshotPtr current() const {
+    std::lock_guard lock(mutex_);
+    return history_.back();
+  }
+  // The latest state at or before `rv`.
+  SnapshotPtr at(std::int64_t rv) const {
+    static const SnapshotPtr empty = std::make_shared<const Snapshot>();
+    std::lock_guard lock(mutex_);
+    for (auto it = history_.rbegin(); it != history_.rend(); ++it) {
+      if ((*it)->resource_version <= rv) return *it;
+    }
+    return empty;
+  }
+  void publish(SnapshotPtr next) {
+    std::lock_guard lock(mutex_);
+    // A file that went back in time rewrites that part of history.
+    std::erase_if(history_, [&](const SnapshotPtr& old) {
+      return old->resource_version >= next->resource_version;
+    });
+    history_.push_back(std::move(next));
+    if (history_.size() > kHistory) history_.erase(history_.begin());
+  }
+
+ private:
+  static constexpr std::size_t kHistory = 1024;
+  mutable std::mutex mutex_;
+  std::vector<SnapshotPtr> history_{std::make_shared<const Snapshot>()};  // never empty
+};
+
+// What stat() says about the file: a rename (the atomic rewrite) changes the inode at least.
+struct FileKey {
+  dev_t device = 0;
+  ino_t inode = 0;
+  off_t size = 0;
+  std::int64_t mtime_ns = 0;
+  bool operator==(const FileKey&) const = default;
+};
+
+std::optional<FileKey> file_key(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileKey{.device = st.st_dev,
+                 .inode = st.st_ino,
+                 .size = st.st_size,
+                 .mtime_ns = std::int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec};
+}
+
+void load_slices(const std::string& path, SliceStore& store) {
+  std::ifstream in(path);
+  if (!in) {
+    std::cerr << "apiserver-standin: " << path << ": cannot read, keeping the last slices"
+              << std::endl;
+    return;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  std::string why;
+  auto snapshot = parse_slice_file(text.str(), why);
+  if (!snapshot) {
+    std::cerr << "apiserver-standin: " << path << ": ignored (" << why
+              << "), keeping the last slices" << std::endl;
+    return;
+  }
+  store.publish(std::make_shared<const Snapshot>(std::move(*snapshot)));
+}
+
+// Polls rather than inotify: the test's rename may replace the directory entry we would watch,
+// and 20 ms is far below any interval a test waits for.
+asio::awaitable<void> watch_slice_file(std::string path, SliceStore& store,
+                                       std::optional<FileKey> seen) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    timer.expires_after(std::chrono::milliseconds(20));
+    auto [ec] = co_await timer.async_wait(use_nothrow);
+    if (ec) co_return;
+    const auto key = file_key(path);
+    if (!key || key == seen) continue;
+    seen = key;
+    load_slices(path, store);
+  }
+}
+
+// %XX and '+' decoded, as Go's url.ParseQuery does.
+std::string url_decode(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out += ' ';
+    } else if (text[i] == '%' && i + 2 < text.size()) {
+      int value = 0;
+      const auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
+      if (ec != std::errc() || end != text.data() + i + 3) {
+        out += text[i];
+        continue;
+      }
+      out += static_cast<char>(value);
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+// Equality-based label selectors ("k=v", "k==v", "k!=v", "k", comma-separated), what discovery
+// clients send; an empty selector selects everything.
+bool selects(std::string_view selector, const Json& slice) {
+  const Json* labels = nullptr;
+  if (const auto metadata = slice.find("metadata"); metadata != slice.end()) {
+    if (const auto found = metadata->find("labels"); found != metadata->end() && found->is_object())
+      labels = &*found;
+  }
+  const auto label = [&](const std::string& key) -> std::optional<std::string> {
+    if (labels == nullptr) return std::nullopt;
+    const auto found = labels->find(key);
+    if (found == labels->end() || !found->is_string()) return std::nullopt;
+    return found->get<std::string>();
+  };
+  while (!selector.empty()) {
+    const auto comma = selector.find(',');
+    const std::string_view term = selector.substr(0, comma);
+    selector = comma == std::string_view::npos ? "" : selector.substr(comma + 1);
+    if (term.empty()) continue;
+    const auto not_equal = term.find("!=");
+    const auto equal = term.find('=');
+    if (not_equal != std::string_view::npos) {
+      const auto value = label(std::string(term.substr(0, not_equal)));
+      if (value && *value == term.substr(not_equal + 2)) return false;
+    } else if (equal != std::string_view::npos) {
+      const std::size_t skip = term.substr(equal).starts_with("==") ? 2 : 1;
+      const auto value = label(std::string(term.substr(0, equal)));
+      if (!value || *value != term.substr(equal + skip)) return false;
+    } else if (!label(std::string(term))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::vector<const Json*> selected(const Snapshot& snapshot, std::string_view selector) {
+  std::vector<const Json*> out;
+  for (const Json& slice : snapshot.slices) {
+    if (selects(selector, slice)) out.push_back(&slice);
+  }
+  return out;
+}
+
+std::string event(std::string_view type, const Json& object) {
+  Json event = Json::object();
+  event["type"] = type;
+  event["object"] = object;
+  return event.dump() + "\n";
+}
+
+std::string bookmark_event(std::int64_t resource_version) {
+  Json object = Json::object();
+  object["kind"] = "EndpointSlice";
+  object["apiVersion"] = "discovery.k8s.io/v1";
+  object["metadata"] = Json::object();
+  object["metadata"]["resourceVersion"] = std::to_string(resource_version);
+  return event("BOOKMARK", object);
+}
+
+// Unchanged but for the resourceVersion every slice of a rewritten file gets: no event.
+bool same_slice(Json a, Json b) {
+  a["metadata"].erase("resourceVersion");
+  b["metadata"].erase("resourceVersion");
+  return a == b;
+}
+
+// The watch events that take a client from `before` to `after`, matched by metadata.name.
+std::vector<std::string> diff_events(const Snapshot& before, const Snapshot& after,
+                                     std::string_view selector) {
+  const auto old_slices = selected(before, selector);
+  const auto new_slices = selected(after, selector);
+  const auto find = [](const std::vector<const Json*>& in, const Json& name) -> const Json* {
+    for (const Json* slice : in) {
+      if ((*slice)["metadata"]["name"] == name) return slice;
+    }
+    return nullptr;
+  };
+  std::vector<std::string> events;
+  for (const Json* slice : new_slices) {
+    const Json* old = find(old_slices, (*slice)["metadata"]["name"]);
+    if (old == nullptr) {
+      events.push_back(event("ADDED", *slice));
+    } else if (!same_slice(*old, *slice)) {
+      events.push_back(event("MODIFIED", *slice));
+    }
+  }
+  for (const Json* old : old_slices) {
+    if (find(new_slices, (*old)["metadata"]["name"]) != nullptr) continue;
+    Json gone = *old;  // as the API does: the last state, at the deletion's resourceVersion
+    gone["metadata"]["resourceVersion"] = std::to_string(after.resource_version);
+    events.push_back(event("DELETED", gone));
+  }
+  return events;
+}
+
+Json status_json(int code, std::string_view reason, std::string_view message) {
+  Json status = Json::object();
+  status["kind"] = "Status";
+  status["apiVersion"] = "v1";
+  status["metadata"] = Json::object();
+  status["status"] = "Failure";
+  status["message"] = message;
+  status["reason"] = reason;
+  status["code"] = code;
+  return status;
+}
+
 // ---- HTTP -------------------------------------------------------------------------------------
 
 // Shared by every loop thread.
@@ -323,7 +632,14 @@ struct State {
   std::atomic<std::uint64_t> handshakes{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> readyz_requests{0};
-  std::mutex mutex;  // guards the strings below
+  std::string token;             // --token; empty: bearer tokens are not looked at
+  SliceStore* slices = nullptr;  // null without --slice-file
+  std::chrono::milliseconds bookmark_interval{1000};
+  std::atomic<std::uint64_t> lists{0};
+  std::atomic<std::uint64_t> watches{0};          // started
+  std::atomic<std::int64_t> watching{0};          // open now
+  std::atomic<std::uint64_t> drop_generation{0};  // POST /standin/drop-watches bumps it
+  std::mutex mutex;                               // guards the strings below
   std::string failing_check = "etcd";
   std::string last_sni = "-";
   std::string last_client = "-";
@@ -377,6 +693,17 @@ std::string query_value(std::string_view query, std::string_view key) {
   return {};
 }
 
+// A bearer token, when --token is set, decides alone (a wrong one is refused, as the apiserver's
+// token authenticator does); otherwise the client certificate or anonymous access.
+bool authorised(const http::request<http::string_body>& request, const State& state,
+                const Peer& peer) {
+  const auto header = request[http::field::authorization];
+  const std::string_view authorization(header.data(), header.size());
+  if (!state.token.empty() && authorization.starts_with("Bearer "))
+    return authorization.substr(7) == state.token;
+  return !peer.tls || state.anonymous || !peer.common_name.empty();
+}
+
 http::response<http::string_body> handle(const http::request<http::string_body>& request,
                                          State& state, const Peer& peer) {
   const std::string_view target(request.target().data(), request.target().size());
@@ -401,8 +728,29 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
     return response;
   };
 
-  if (peer.tls && peer.common_name.empty() && !state.anonymous && !control) {
-    return reply(http::status::unauthorized, "Unauthorized\n");
+  if (!control && !authorised(request, state, peer)) {
+    response.set(http::field::content_type, "application/json");
+    return reply(http::status::unauthorized,
+                 status_json(401, "Unauthorized", "Unauthorized").dump() + "\n");
+  }
+  if (is_get && path == kSlicesPath && state.slices != nullptr) {
+    ++state.lists;
+    const SnapshotPtr now = state.slices->current();
+    Json list = Json::object();
+    list["kind"] = "EndpointSliceList";
+    list["apiVersion"] = "discovery.k8s.io/v1";
+    list["metadata"] = Json::object();
+    list["metadata"]["resourceVersion"] = std::to_string(now->resource_version);
+    list["items"] = Json::array();
+    const std::string selector = url_decode(query_value(query, "labelSelector"));
+    for (const Json* slice : selected(*now, selector)) list["items"].push_back(*slice);
+    response.set(http::field::content_type, "application/json");
+    return reply(http::status::ok, list.dump() + "\n");
+  }
+  if (is_put && path == "/standin/drop-watches") {
+    const auto open = state.watching.load();
+    ++state.drop_generation;
+    return reply(http::status::ok, "dropping " + std::to_string(open) + " watches\n");
   }
   if (is_get && path == "/") return reply(http::status::ok, state.name + "\n");
   if (is_get && path == "/readyz") {
@@ -433,7 +781,10 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
                        std::to_string(state.handshakes.load()) + "\nrequests " +
                        std::to_string(state.requests.load()) + "\nreadyz_requests " +
                        std::to_string(state.readyz_requests.load()) + "\nreadyz_status " +
-                       std::to_string(state.readyz_status.load()) + "\n";
+                       std::to_string(state.readyz_status.load()) + "\nlists " +
+                       std::to_string(state.lists.load()) + "\nwatches " +
+                       std::to_string(state.watches.load()) + "\nwatching " +
+                       std::to_string(state.watching.load()) + "\n";
     std::lock_guard lock(state.mutex);
     body += "last_sni " + state.last_sni + "\nlast_client " + state.last_client + "\n";
     return reply(http::status::ok, std::move(body));
@@ -464,6 +815,140 @@ asio::awaitable<bool> stream_bytes(Stream& stream, std::uint64_t bytes, bool kee
   co_return keep_alive;
 }
 
+// A watch of the slices as parsed from its query: ?watch=1&resourceVersion=R&...
+struct WatchRequest {
+  std::string selector;
+  std::int64_t resource_version = 0;  // 0 or absent: from nothing (every slice ADDED)
+  bool bookmarks = false;
+  std::optional<std::chrono::seconds> timeout;
+  bool keep_alive = true;
+  unsigned version = 11;
+};
+
+std::optional<WatchRequest> watch_request(const http::request<http::string_body>& request,
+                                          std::string_view query) {
+  const std::string watch = query_value(query, "watch");
+  if (watch != "1" && watch != "true" && watch != "True" && watch != "t") return std::nullopt;
+  WatchRequest out;
+  out.selector = url_decode(query_value(query, "labelSelector"));
+  out.resource_version = std::atoll(query_value(query, "resourceVersion").c_str());
+  out.bookmarks = query_value(query, "allowWatchBookmarks") == "true";
+  if (const auto seconds = to_int(query_value(query, "timeoutSeconds")); seconds && *seconds > 0)
+    out.timeout = std::chrono::seconds(*seconds);
+  out.keep_alive = request.keep_alive();
+  out.version = request.version();
+  return out;
+}
+
+template <class Stream>
+asio::awaitable<bool> write_chunk(Stream& stream, const std::string& text) {
+  const auto chunk = http::make_chunk(asio::buffer(text));
+  auto [ec, n] = co_await asio::async_write(stream, chunk, use_nothrow);
+  co_return !ec;
+}
+
+template <class Stream>
+asio::awaitable<bool> write_last_chunk(Stream& stream, bool keep_alive) {
+  const auto last = http::make_chunk_last();
+  auto [ec, n] = co_await asio::async_write(stream, last, use_nothrow);
+  co_return !ec && keep_alive;
+}
+
+// The client closed (a clean FIN or a reset): the watch never reads, so it peeks. Bytes the
+// client sent (a TLS close_notify) are left for the next write to fail on.
+bool peer_gone(int fd) {
+  char byte = 0;
+  const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+// Keeps State::watching right on every way out of a watch.
+struct Watching {
+  explicit Watching(State& state) : state_(state) { ++state_.watching; }
+  Watching(const Watching&) = delete;
+  Watching& operator=(const Watching&) = delete;
+  ~Watching() { --state_.watching; }
+  State& state_;
+};
+
+// One watch stream, one event per chunk, until timeoutSeconds, the client leaves, or
+// drop-watches. True when the connection goes on (keep-alive after a clean end). It polls the
+// store every 20 ms like the file poller: simpler than waking watchers across loop threads.
+template <class Stream>
+asio::awaitable<bool> serve_watch(Stream& stream, const WatchRequest& watch, State& state) {
+  ++state.requests;
+  ++state.watches;
+  const Watching counted(state);
+  const std::uint64_t drop_generation = state.drop_generation.load();
+  SliceStore& store = *state.slices;
+
+  http::response<http::empty_body> head{http::status::ok, watch.version};
+  head.set(http::field::content_type, "application/json");
+  head.set("X-Standin-Name", state.name);
+  head.keep_alive(watch.keep_alive);
+  head.chunked(true);
+  http::response_serializer<http::empty_body> serializer{head};
+  auto [head_ec, head_written] = co_await http::async_write_header(stream, serializer, use_nothrow);
+  if (head_ec) co_return false;
+
+  SnapshotPtr sent = store.current();
+  if (watch.resource_version != 0 && watch.resource_version < sent->compacted) {
+    const std::string message =
+        "too old resource version: " + std::to_string(watch.resource_version) + " (" +
+        std::to_string(sent->compacted) + ")";
+    const std::string expired = event("ERROR", status_json(410, "Expired", message));
+    const bool written = co_await write_chunk(stream, expired);
+    if (!written) co_return false;
+    co_return co_await write_last_chunk(stream, watch.keep_alive);
+  }
+  if (watch.resource_version <= sent->resource_version) sent = store.at(watch.resource_version);
+  std::int64_t sent_rv = watch.resource_version;
+
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  const auto deadline = watch.timeout ? start + *watch.timeout : clock::time_point::max();
+  auto next_bookmark = start + state.bookmark_interval;
+  const int fd = beast::get_lowest_layer(stream).socket().native_handle();
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  for (;;) {
+    const SnapshotPtr current = store.current();
+    if (current->resource_version > sent_rv) {
+      for (const std::string& change : diff_events(*sent, *current, watch.selector)) {
+        const bool written = co_await write_chunk(stream, change);
+        if (!written) co_return false;
+      }
+      sent = current;
+      sent_rv = current->resource_version;
+    }
+    if (state.drop_generation.load() != drop_generation) {
+      // Half an event, then the socket closed under it: no last chunk, no close_notify.
+      const std::string whole = bookmark_event(sent_rv);
+      std::ostringstream partial;
+      partial << std::hex << whole.size() << "\r\n" << whole.substr(0, whole.size() / 2);
+      const std::string cut = partial.str();
+      [[maybe_unused]] auto [cut_ec, cut_written] =
+          co_await asio::async_write(stream, asio::buffer(cut), use_nothrow);
+      boost::system::error_code ignored;
+      beast::get_lowest_layer(stream).socket().close(ignored);
+      co_return false;
+    }
+    const auto now = clock::now();
+    if (now >= deadline) co_return co_await write_last_chunk(stream, watch.keep_alive);
+    if (watch.bookmarks && now >= next_bookmark) {
+      const std::string bookmark = bookmark_event(sent_rv);
+      const bool written = co_await write_chunk(stream, bookmark);
+      if (!written) co_return false;
+      next_bookmark = now + state.bookmark_interval;
+    }
+    if (peer_gone(fd)) co_return false;
+    auto wake = std::min(now + std::chrono::milliseconds(20), deadline);
+    if (watch.bookmarks) wake = std::min(wake, next_bookmark);
+    tick.expires_at(wake);
+    auto [tick_ec] = co_await tick.async_wait(use_nothrow);
+    if (tick_ec) co_return false;
+  }
+}
+
 template <class Stream>
 asio::awaitable<void> serve_http(Stream& stream, State& state, const Peer& peer) {
   beast::flat_buffer buffer;
@@ -478,6 +963,17 @@ asio::awaitable<void> serve_http(Stream& stream, State& state, const Peer& peer)
         const bool keep_alive = request.keep_alive();
         const bool more =
             co_await stream_bytes(stream, static_cast<std::uint64_t>(*bytes), keep_alive);
+        if (!more) co_return;
+        continue;
+      }
+    }
+    const auto question = target.find('?');
+    if (request.method() == http::verb::get && state.slices != nullptr &&
+        target.substr(0, question) == kSlicesPath && question != std::string_view::npos &&
+        authorised(request, state, peer)) {
+      if (const auto watch = watch_request(request, target.substr(question + 1))) {
+        const WatchRequest& named = *watch;
+        const bool more = co_await serve_watch(stream, named, state);
         if (!more) co_return;
         continue;
       }
@@ -583,6 +1079,8 @@ int run(const Options& options) {
   state.anonymous = options.anonymous;
   state.greet = options.greet;
   state.readyz_status = options.readyz_status;
+  state.token = options.token;
+  state.bookmark_interval = std::chrono::milliseconds(options.bookmark_interval_ms);
 
   std::optional<ssl::context> tls;
   if (!options.plain) {
@@ -595,6 +1093,21 @@ int run(const Options& options) {
   std::vector<std::unique_ptr<asio::io_context>> loops;
   for (int i = 0; i < options.threads; ++i) loops.push_back(std::make_unique<asio::io_context>(1));
   asio::io_context& main_loop = *loops.front();
+
+  std::optional<SliceStore> slices;
+  if (!options.slice_file.empty()) {
+    slices.emplace();
+    state.slices = &*slices;
+    const std::optional<FileKey> seen = file_key(options.slice_file);
+    if (seen) {
+      load_slices(options.slice_file, *slices);
+    } else {
+      std::cerr << "apiserver-standin: " << options.slice_file
+                << ": not there (yet): no slices at resourceVersion 0" << std::endl;
+    }
+    asio::co_spawn(main_loop, watch_slice_file(options.slice_file, *slices, seen),
+                   crash_on_exception);
+  }
 
   std::optional<tcp::acceptor> control;
   if (!options.control.empty()) {
