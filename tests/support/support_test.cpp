@@ -1,16 +1,26 @@
 // The test helpers themselves, against real loopback sockets and real child processes.
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <nlohmann/json.hpp>
 
 #include "tests/support/backends.hpp"
 #include "tests/support/process.hpp"
@@ -288,6 +298,396 @@ TEST(ApiserverStandin, PrintsExactlyOneListeningLine) {
   EXPECT_NE(log.find(line), std::string::npos) << log;
   EXPECT_EQ(log.find("listening on"), log.rfind("listening on")) << log;
   EXPECT_TRUE(standin.endpoint().address().is_v6());
+}
+
+// ---- EndpointSlices: list and watch from --slice-file --------------------------------------
+
+constexpr std::string_view kSlices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+constexpr std::string_view kSelector = "labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes";
+
+// A blocking HTTPS client over one connection, reading with deadlines (poll on a non-blocking
+// socket, so a TLS 1.3 session ticket cannot leave a read hanging). Trusts `ca` for 127.0.0.1.
+class TlsClient {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  TlsClient(const tcp::endpoint& endpoint, const std::filesystem::path& ca)
+      : ctx_(SSL_CTX_new(TLS_client_method())) {
+    SSL_CTX_load_verify_locations(ctx_, ca.c_str(), nullptr);
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(endpoint.port());
+    address.sin_addr.s_addr = htonl(endpoint.address().to_v4().to_uint());
+    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) return;
+    ssl_ = SSL_new(ctx_);
+    SSL_set_fd(ssl_, fd_);
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), "127.0.0.1");
+    if (SSL_connect(ssl_) != 1) return;
+    ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+    connected_ = true;
+  }
+  TlsClient(const TlsClient&) = delete;
+  TlsClient& operator=(const TlsClient&) = delete;
+  ~TlsClient() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+    if (fd_ >= 0) ::close(fd_);
+    SSL_CTX_free(ctx_);
+  }
+
+  bool connected() const { return connected_; }
+  bool closed() const { return closed_; }  // the server ended the connection (EOF or reset)
+
+  // GET target with `headers` ("Name: value\r\n" each); keep-alive.
+  bool send_get(std::string_view target, std::string_view headers = {}) {
+    std::string request = "GET " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    request.append(headers).append("\r\n");
+    std::string_view left = request;
+    const auto until = clock::now() + std::chrono::seconds(5);
+    while (!left.empty()) {
+      const int n = SSL_write(ssl_, left.data(), static_cast<int>(left.size()));
+      if (n > 0) {
+        left.remove_prefix(static_cast<std::size_t>(n));
+      } else if (!wait_socket(SSL_get_error(ssl_, n), until)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // The status line and headers of the next response; nullopt at EOF or the deadline.
+  std::optional<std::string> head(std::chrono::milliseconds deadline = std::chrono::seconds(5)) {
+    const auto until = clock::now() + deadline;
+    for (;;) {
+      if (const auto end = buffer_.find("\r\n\r\n"); end != std::string::npos) {
+        std::string head = buffer_.substr(0, end);
+        buffer_.erase(0, end + 4);
+        return head;
+      }
+      if (!read_more(until)) return std::nullopt;
+    }
+  }
+
+  // The next chunk's data, "" for the last chunk; nullopt when the stream ended before a whole
+  // chunk (closed() tells an abrupt end from the deadline).
+  std::optional<std::string> chunk(std::chrono::milliseconds deadline = std::chrono::seconds(5)) {
+    const auto until = clock::now() + deadline;
+    for (;;) {
+      if (const auto line = buffer_.find("\r\n"); line != std::string::npos) {
+        const std::size_t size = std::stoul(buffer_.substr(0, line), nullptr, 16);
+        if (buffer_.size() >= line + 2 + size + 2) {
+          std::string data = buffer_.substr(line + 2, size);
+          buffer_.erase(0, line + 2 + size + 2);
+          return data;
+        }
+      }
+      if (!read_more(until)) return std::nullopt;
+    }
+  }
+
+  std::optional<std::string> body(std::size_t length,
+                                  std::chrono::milliseconds deadline = std::chrono::seconds(5)) {
+    const auto until = clock::now() + deadline;
+    while (buffer_.size() < length) {
+      if (!read_more(until)) return std::nullopt;
+    }
+    std::string body = buffer_.substr(0, length);
+    buffer_.erase(0, length);
+    return body;
+  }
+
+ private:
+  // After SSL_ERROR_WANT_READ/WRITE: waits for the socket; false on any other error.
+  bool wait_socket(int error, clock::time_point until) {
+    if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) {
+      closed_ = true;
+      return false;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now());
+    if (left.count() <= 0) return false;
+    pollfd ready{.fd = fd_,
+                 .events = static_cast<short>(error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT),
+                 .revents = 0};
+    return ::poll(&ready, 1, static_cast<int>(left.count())) > 0;
+  }
+
+  bool read_more(clock::time_point until) {
+    for (;;) {
+      char data[16384];
+      const int n = SSL_read(ssl_, data, sizeof data);
+      if (n > 0) {
+        buffer_.append(data, static_cast<std::size_t>(n));
+        return true;
+      }
+      if (!wait_socket(SSL_get_error(ssl_, n), until)) return false;
+    }
+  }
+
+  SSL_CTX* ctx_;
+  SSL* ssl_ = nullptr;
+  int fd_ = -1;
+  bool connected_ = false;
+  bool closed_ = false;
+  std::string buffer_;
+};
+
+struct JsonReply {
+  int status = 0;
+  std::string head;
+  std::string body;
+};
+
+JsonReply get(TlsClient& client, std::string_view target, std::string_view headers = {}) {
+  JsonReply reply;
+  if (!client.send_get(target, headers)) return reply;
+  const auto head = client.head();
+  if (!head || head->size() < 12) return reply;
+  reply.head = *head;
+  reply.status = std::stoi(head->substr(9, 3));
+  const auto at = head->find("Content-Length: ");
+  if (at == std::string::npos) return reply;
+  reply.body = client.body(std::stoul(head->substr(at + 16))).value_or("");
+  return reply;
+}
+
+// One line of /standin/stats ("watching 1"); -1 when it does not answer.
+std::int64_t standin_stat(const StandinProcess& standin, std::string_view name) {
+  const HttpReply stats = http_get(standin.control_endpoint(), "/standin/stats");
+  const std::string key = "\n" + std::string(name) + " ";
+  const std::string body = "\n" + stats.body;
+  const auto at = body.find(key);
+  if (!stats.ok() || at == std::string::npos) return -1;
+  return std::stoll(body.substr(at + key.size()));
+}
+
+nlohmann::json slice(std::string_view name, std::string_view address,
+                     std::string_view service = "kubernetes") {
+  nlohmann::json slice = nlohmann::json::object();
+  slice["kind"] = "EndpointSlice";
+  slice["apiVersion"] = "discovery.k8s.io/v1";
+  slice["metadata"]["name"] = name;
+  slice["metadata"]["namespace"] = "default";
+  slice["metadata"]["labels"]["kubernetes.io/service-name"] = service;
+  slice["addressType"] = "IPv4";
+  nlohmann::json endpoint = nlohmann::json::object();
+  endpoint["addresses"] = nlohmann::json::array({address});
+  endpoint["conditions"]["ready"] = true;
+  slice["endpoints"] = nlohmann::json::array({endpoint});
+  nlohmann::json port = nlohmann::json::object();
+  port["name"] = "https";
+  port["port"] = 6443;
+  port["protocol"] = "TCP";
+  slice["ports"] = nlohmann::json::array({port});
+  return slice;
+}
+
+// Written as the tests of discovery will: a temporary file renamed over the old one.
+std::filesystem::path write_slices(const TempDir& dir, int resource_version, int compacted,
+                                   const std::vector<nlohmann::json>& slices) {
+  nlohmann::json file = nlohmann::json::object();
+  file["resourceVersion"] = resource_version;
+  file["compacted"] = compacted;
+  file["slices"] = slices;
+  const auto tmp = dir.write("slices.json.tmp", file.dump());
+  std::filesystem::rename(tmp, dir / "slices.json");
+  return dir / "slices.json";
+}
+
+StandinOptions slice_standin(const std::filesystem::path& file) {
+  return StandinOptions("slices").with_arg("--slice-file").with_arg(file.string());
+}
+
+std::string watch_target(std::string_view query) {
+  return std::string(kSlices) + "?" + std::string(kSelector) + "&watch=1&" + std::string(query);
+}
+
+// The next event of a watch, parsed; a null json when none came whole.
+nlohmann::json next_event(TlsClient& client,
+                          std::chrono::milliseconds deadline = std::chrono::seconds(5)) {
+  const auto data = client.chunk(deadline);
+  if (!data || data->empty() || !data->ends_with("\n")) return {};
+  return nlohmann::json::parse(*data, nullptr, false);
+}
+
+TEST(ApiserverStandinSlices, ListsTheSlicesOfTheFileAtItsResourceVersion) {
+  TempDir dir;
+  const auto file = write_slices(
+      dir, 12, 0, {slice("kubernetes", "10.0.0.1"), slice("other-abc", "10.9.9.9", "other")});
+  StandinProcess standin(APILB_STANDIN, slice_standin(file));
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+
+  for (const std::string& selector :
+       {std::string(kSelector) + "&limit=500",
+        std::string("labelSelector=kubernetes.io/service-name=kubernetes")}) {
+    const JsonReply reply = get(client, std::string(kSlices) + "?" + selector);
+    ASSERT_EQ(reply.status, 200) << reply.head << reply.body;
+    EXPECT_NE(reply.head.find("Content-Type: application/json"), std::string::npos) << reply.head;
+    const auto list = nlohmann::json::parse(reply.body);
+    EXPECT_EQ(list["kind"], "EndpointSliceList");
+    EXPECT_EQ(list["apiVersion"], "discovery.k8s.io/v1");
+    EXPECT_EQ(list["metadata"]["resourceVersion"], "12");
+    ASSERT_EQ(list["items"].size(), 1u) << reply.body;
+    EXPECT_EQ(list["items"][0]["metadata"]["name"], "kubernetes");
+    EXPECT_EQ(list["items"][0]["metadata"]["resourceVersion"], "12");
+    EXPECT_EQ(list["items"][0]["endpoints"][0]["addresses"][0], "10.0.0.1");
+  }
+  EXPECT_EQ(standin_stat(standin, "lists"), 2);
+}
+
+TEST(ApiserverStandinSlices, KeepsTheLastSlicesWhenTheFileDoesNotParse) {
+  TempDir dir;
+  const auto file = write_slices(dir, 12, 0, {slice("kubernetes", "10.0.0.1")});
+  StandinProcess standin(APILB_STANDIN, slice_standin(file));
+  const auto tmp = dir.write("slices.json.tmp", "{\"resourceVersion\": 13, \"slices\": [");
+  std::filesystem::rename(tmp, file);
+  ASSERT_TRUE(standin.process().wait_for_log("slices.json: ignored", 5s));
+
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+  const JsonReply reply = get(client, std::string(kSlices) + "?" + std::string(kSelector));
+  ASSERT_EQ(reply.status, 200) << reply.head;
+  EXPECT_EQ(nlohmann::json::parse(reply.body)["metadata"]["resourceVersion"], "12");
+}
+
+TEST(ApiserverStandinSlices, AnswersTheSlicesPathWith404WithoutASliceFile) {
+  StandinProcess standin(APILB_STANDIN, StandinOptions("no-slices").plain_http());
+  EXPECT_EQ(
+      http_get(standin.endpoint(), std::string(kSlices) + "?" + std::string(kSelector)).status,
+      404);
+}
+
+TEST(ApiserverStandinSlices, WatchSeesAModifiedEventWhenTheFileGetsAHigherResourceVersion) {
+  TempDir dir;
+  const auto file = write_slices(dir, 12, 0, {slice("kubernetes", "10.0.0.1")});
+  StandinProcess standin(APILB_STANDIN, slice_standin(file));
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.send_get(watch_target("resourceVersion=12")));
+  const auto head = client.head();
+  ASSERT_TRUE(head);
+  EXPECT_TRUE(head->starts_with("HTTP/1.1 200")) << *head;
+  EXPECT_NE(head->find("Transfer-Encoding: chunked"), std::string::npos) << *head;
+  ASSERT_TRUE(wait_until([&] { return standin_stat(standin, "watching") == 1; }, 5s));
+
+  write_slices(dir, 13, 0, {slice("kubernetes", "10.0.0.2")});
+  const auto modified = next_event(client);
+  ASSERT_TRUE(modified.is_object()) << "no whole event";
+  EXPECT_EQ(modified["type"], "MODIFIED") << modified.dump();
+  EXPECT_EQ(modified["object"]["metadata"]["name"], "kubernetes");
+  EXPECT_EQ(modified["object"]["metadata"]["resourceVersion"], "13");
+  EXPECT_EQ(modified["object"]["endpoints"][0]["addresses"][0], "10.0.0.2");
+  EXPECT_EQ(standin_stat(standin, "watches"), 1);
+}
+
+TEST(ApiserverStandinSlices, WatchSendsAddedAndDeletedByName) {
+  TempDir dir;
+  const auto file = write_slices(dir, 12, 0, {slice("kubernetes-a", "10.0.0.1")});
+  StandinProcess standin(APILB_STANDIN, slice_standin(file));
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.send_get(watch_target("resourceVersion=12")));
+  ASSERT_TRUE(client.head());
+  ASSERT_TRUE(wait_until([&] { return standin_stat(standin, "watching") == 1; }, 5s));
+
+  write_slices(dir, 14, 0, {slice("kubernetes-b", "10.0.0.2")});
+  const auto added = next_event(client);
+  EXPECT_EQ(added["type"], "ADDED") << added.dump();
+  EXPECT_EQ(added["object"]["metadata"]["name"], "kubernetes-b");
+  const auto deleted = next_event(client);
+  EXPECT_EQ(deleted["type"], "DELETED") << deleted.dump();
+  EXPECT_EQ(deleted["object"]["metadata"]["name"], "kubernetes-a");
+  EXPECT_EQ(deleted["object"]["metadata"]["resourceVersion"], "14");
+}
+
+TEST(ApiserverStandinSlices, SendsBookmarksAtTheBookmarkInterval) {
+  TempDir dir;
+  const auto file = write_slices(dir, 12, 0, {slice("kubernetes", "10.0.0.1")});
+  StandinProcess standin(APILB_STANDIN,
+                         slice_standin(file).with_arg("--bookmark-interval").with_arg("50"));
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.send_get(watch_target("resourceVersion=12&allowWatchBookmarks=true")));
+  ASSERT_TRUE(client.head());
+  for (int i = 0; i < 2; ++i) {
+    const auto bookmark = next_event(client);
+    EXPECT_EQ(bookmark["type"], "BOOKMARK") << bookmark.dump();
+    EXPECT_EQ(bookmark["object"]["kind"], "EndpointSlice");
+    EXPECT_EQ(bookmark["object"]["metadata"]["resourceVersion"], "12");
+  }
+}
+
+TEST(ApiserverStandinSlices, AnswersAWatchFromBeforeTheCompactionWith410Expired) {
+  TempDir dir;
+  const auto file = write_slices(dir, 12, 10, {slice("kubernetes", "10.0.0.1")});
+  StandinProcess standin(APILB_STANDIN, slice_standin(file));
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.send_get(watch_target("resourceVersion=5")));
+  const auto head = client.head();
+  ASSERT_TRUE(head);
+  EXPECT_TRUE(head->starts_with("HTTP/1.1 200")) << *head;
+  const auto error = next_event(client);
+  EXPECT_EQ(error["type"], "ERROR") << error.dump();
+  EXPECT_EQ(error["object"]["kind"], "Status");
+  EXPECT_EQ(error["object"]["reason"], "Expired");
+  EXPECT_EQ(error["object"]["code"], 410);
+  EXPECT_EQ(error["object"]["message"], "too old resource version: 5 (10)");
+  EXPECT_EQ(client.chunk(), "") << "the stream ends with its last chunk";
+}
+
+TEST(ApiserverStandinSlices, EndsAWatchCleanlyAfterTimeoutSecondsAndKeepsTheConnection) {
+  TempDir dir;
+  const auto file = write_slices(dir, 12, 0, {slice("kubernetes", "10.0.0.1")});
+  StandinProcess standin(APILB_STANDIN, slice_standin(file));
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.send_get(watch_target("resourceVersion=12&timeoutSeconds=1")));
+  ASSERT_TRUE(client.head());
+  EXPECT_EQ(client.chunk(10s), "");
+  const JsonReply list = get(client, std::string(kSlices) + "?" + std::string(kSelector));
+  EXPECT_EQ(list.status, 200) << list.head;
+  EXPECT_TRUE(wait_until([&] { return standin_stat(standin, "watching") == 0; }, 5s));
+}
+
+TEST(ApiserverStandinSlices, DropWatchesEndsAnOpenWatchWithoutItsLastChunk) {
+  TempDir dir;
+  const auto file = write_slices(dir, 12, 0, {slice("kubernetes", "10.0.0.1")});
+  StandinProcess standin(APILB_STANDIN, slice_standin(file));
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.send_get(watch_target("resourceVersion=12")));
+  ASSERT_TRUE(client.head());
+  ASSERT_TRUE(wait_until([&] { return standin_stat(standin, "watching") == 1; }, 5s));
+
+  EXPECT_EQ(http_request(standin.control_endpoint(), "POST", "/standin/drop-watches").status, 200);
+  EXPECT_EQ(client.chunk(5s), std::nullopt);
+  EXPECT_TRUE(client.closed()) << "cut, not timed out";
+  EXPECT_TRUE(wait_until([&] { return standin_stat(standin, "watching") == 0; }, 5s));
+}
+
+TEST(ApiserverStandinSlices, ABearerTokenAuthorisesAndNoCredentialIs401UnderNoAnonymous) {
+  TempDir dir;
+  const auto file = write_slices(dir, 12, 0, {slice("kubernetes", "10.0.0.1")});
+  StandinProcess standin(
+      APILB_STANDIN,
+      slice_standin(file).with_arg("--no-anonymous").with_arg("--token").with_arg("s3cret"));
+  TlsClient client(standin.endpoint(), standin.cert_file());
+  ASSERT_TRUE(client.connected());
+  const std::string target = std::string(kSlices) + "?" + std::string(kSelector);
+
+  const JsonReply anonymous = get(client, target);
+  EXPECT_EQ(anonymous.status, 401) << anonymous.head;
+  const auto status = nlohmann::json::parse(anonymous.body, nullptr, false);
+  EXPECT_EQ(status["kind"], "Status") << anonymous.body;
+  EXPECT_EQ(status["reason"], "Unauthorized");
+  EXPECT_EQ(status["code"], 401);
+
+  EXPECT_EQ(get(client, target, "Authorization: Bearer wrong\r\n").status, 401);
+  const JsonReply authorised = get(client, target, "Authorization: Bearer s3cret\r\n");
+  EXPECT_EQ(authorised.status, 200) << authorised.head;
+  EXPECT_EQ(nlohmann::json::parse(authorised.body)["metadata"]["resourceVersion"], "12");
 }
 
 }  // namespace
