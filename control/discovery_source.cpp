@@ -20,7 +20,8 @@ using std::chrono::steady_clock;
 namespace {
 
 constexpr std::string_view kLastGoodHeader =
-    "# The last list of kube-apiservers apiserver-lb discovered from the cluster (the `kubernetes`\n"
+    "# The last list of kube-apiservers apiserver-lb discovered from the cluster (the "
+    "`kubernetes`\n"
     "# EndpointSlices), kept so that a restart while the apiserver is unreachable starts from it.\n"
     "# Written by apiserver-lb; drain: true marks an endpoint that was not ready or terminating.\n";
 
@@ -46,7 +47,9 @@ std::string describe(const std::vector<Endpoint>& list) {
   std::string out;
   for (const Endpoint& e : list)
     out += (out.empty() ? "" : ", ") + e.address.to_string() +
-           (e.terminating ? " (terminating)" : e.ready ? "" : " (not ready)");
+           (e.terminating ? " (terminating)"
+            : e.ready     ? ""
+                          : " (not ready)");
   return out.empty() ? "none" : out;
 }
 

@@ -324,7 +324,8 @@ awaitable<std::optional<Failure>> Watcher::Impl::watch(Stream& stream, beast::fl
     parser.get().body().data = chunk.data();
     parser.get().body().size = chunk.size();
     socket.expires_after(timeout + kWatchSlack);
-    auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_nothrow);
+    // read_some: whatever has arrived (a whole read would wait for the buffer to fill).
+    auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, use_nothrow);
     if (ec == http::error::need_buffer) ec = {};
     if (stopped) co_return std::nullopt;
     if (ec) co_return Failure{"the watch stream broke: " + describe(ec, stream)};
