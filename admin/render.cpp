@@ -404,10 +404,10 @@ std::string render_status_json(const AdminView& view) {
     json::object o;
     o["address"] = t.name;
     o["origin"] = std::string(healthcheck::to_string(t.origin));
+    o["state"] = std::string(healthcheck::to_string(t.state));
     json::array sources;
     for (const auto source : t.sources) sources.emplace_back(healthcheck::to_string(source));
     o["sources"] = std::move(sources);
-    o["state"] = std::string(healthcheck::to_string(t.state));
     o["since"] = rfc3339(t.since);
     o["seconds_in_state"] = age(t.since);
     o["failovers"] = t.left_service;

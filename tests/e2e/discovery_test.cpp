@@ -231,7 +231,7 @@ TEST(Discovery, FindsEveryMasterFromTheBootstrapAndShowsItsSources) {
   Cluster cluster;
   for (int i = 1; i <= kMasters; ++i)
     ASSERT_TRUE(cluster.wait_state(i, "up")) << i << "\n" << cluster.status();
-  EXPECT_NE(cluster.entry(2).find(R"("origin":"discovery","sources":["discovery"])"),
+  EXPECT_NE(cluster.entry(2).find(R"("origin":"discovery","state":"up","sources":["discovery"])"),
             std::string::npos)
       << cluster.entry(2);
   EXPECT_EQ(cluster.discovery("state"), "watching") << cluster.status();
@@ -258,8 +258,9 @@ TEST(Discovery, FindsEveryMasterFromTheBootstrapAndShowsItsSources) {
 TEST(Discovery, AStaticTargetTheClusterAlsoNamesListsBothSources) {
   Cluster cluster("targets: [127.0.0.11:PORT]\n");
   ASSERT_TRUE(cluster.wait_state(2, "up"));
-  EXPECT_NE(cluster.entry(1).find(R"("origin":"config","sources":["config","discovery"])"),
-            std::string::npos)
+  EXPECT_NE(
+      cluster.entry(1).find(R"("origin":"config","state":"up","sources":["config","discovery"])"),
+      std::string::npos)
       << cluster.entry(1);
 }
 

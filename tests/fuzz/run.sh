@@ -13,7 +13,7 @@ seconds=${1:-20}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${APILB_FUZZ_BUILD_DIR:-$root/build/fuzz}
-read -r -a targets <<<"${APILB_FUZZ_TARGETS:-config feed address duration readyz admin_http}"
+read -r -a targets <<<"${APILB_FUZZ_TARGETS:-config feed address duration readyz admin_http slice}"
 
 if ! command -v clang++ >/dev/null; then
   echo "fuzz: clang++ not found (scripts/install-deps.sh installs clang and libclang-rt-14-dev): skipped"
