@@ -343,7 +343,7 @@ Result<Config> parse_config(std::string_view yaml, std::string_view file) {
 
 Result<Config> load_config(const std::filesystem::path& file) {
   int error_number = 0;
-  const auto text = detail::read_text(file, error_number);
+  const auto text = read_text(file, error_number);
   if (!text)
     return Error{file.string(), 0, 0, "",
                  std::string("cannot read: ") + std::strerror(error_number)};

@@ -125,7 +125,7 @@ Result<Feed> parse_feed(std::string_view yaml, std::string_view file) {
 
 Result<std::optional<Feed>> load_feed(const std::filesystem::path& file) {
   int error_number = 0;
-  const auto text = detail::read_text(file, error_number);
+  const auto text = read_text(file, error_number);
   if (!text) {
     if (error_number == ENOENT) return std::optional<Feed>();
     return io_error(file, "cannot read", error_number);

@@ -7,6 +7,7 @@
 #include "config/config.hpp"
 #include "config/duration.hpp"
 #include "config/error.hpp"
+#include "config/file.hpp"
 
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
@@ -150,8 +151,5 @@ Result<T> parse_document(std::string_view yaml, std::string_view file, Read read
     return error(e.mark, "", "invalid YAML: " + e.msg);
   }
 }
-
-// The whole file, or nullopt with `error_number` set to the errno of what failed.
-std::optional<std::string> read_text(const std::filesystem::path& file, int& error_number);
 
 }  // namespace apilb::config::detail

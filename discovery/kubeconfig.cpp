@@ -1,6 +1,7 @@
 #include "discovery/kubeconfig.hpp"
 
 #include "config/address.hpp"
+#include "config/file.hpp"
 
 #include <openssl/evp.h>
 #include <yaml-cpp/depthguard.h>
@@ -116,26 +117,6 @@ class Node {
   YAML::Mark mark_;
 };
 
-// The whole file, or nullopt with `error_number` set to the errno of what failed.
-std::optional<std::string> read_text(const fs::path& file, int& error_number) {
-  struct Close {
-    void operator()(std::FILE* f) const noexcept { std::fclose(f); }
-  };
-  const std::unique_ptr<std::FILE, Close> in(std::fopen(file.c_str(), "rb"));
-  if (!in) {
-    error_number = errno;
-    return std::nullopt;
-  }
-  std::string text;
-  char buffer[8192];
-  while (const auto n = std::fread(buffer, 1, sizeof buffer, in.get())) text.append(buffer, n);
-  if (std::ferror(in.get())) {  // e.g. EISDIR: fopen accepts a directory
-    error_number = errno;
-    return std::nullopt;
-  }
-  return text;
-}
-
 bool is_blank(std::string_view text) {
   return text.find_first_not_of(" \t\r\n") == std::string_view::npos;
 }
@@ -195,7 +176,7 @@ fs::path resolve(const fs::path& dir, const std::string& name) {
 
 std::string read_named_file(const Node& field, const fs::path& path) {
   int error_number = 0;
-  auto text = read_text(path, error_number);
+  auto text = config::read_text(path, error_number);
   if (!text) field.fail("cannot read " + path.string() + ": " + std::strerror(error_number));
   return std::move(*text);
 }
@@ -347,7 +328,7 @@ config::Error io_error(const fs::path& path, std::string reason) {
 
 config::Result<Credentials> load_kubeconfig(const fs::path& file) {
   int error_number = 0;
-  const auto text = read_text(file, error_number);
+  const auto text = config::read_text(file, error_number);
   if (!text) return io_error(file, std::string("cannot read: ") + std::strerror(error_number));
   const auto error = [&](const YAML::Mark& mark, std::string field, std::string reason) {
     const bool known = !mark.is_null();  // yaml-cpp counts from 0; errors, as config/'s, from 1
@@ -372,7 +353,7 @@ config::Result<Credentials> load_in_cluster(const fs::path& dir) {
       "automountServiceAccountToken)";
   const auto read = [&](const fs::path& path) -> config::Result<std::string> {
     int error_number = 0;
-    auto text = read_text(path, error_number);
+    auto text = config::read_text(path, error_number);
     if (!text)
       return io_error(path, std::string("cannot read: ") + std::strerror(error_number) +
                                 (error_number == ENOENT ? kNotMounted : ""));
