@@ -356,12 +356,16 @@ std::filesystem::path Controller::Impl::last_good_path() const {
 
 // Starts (or, on a reload, restarts) the watch of the cluster's EndpointSlices. `start`: the
 // discovered list in force; nullopt at start: the last good one kept on disk.
+// Throws when the credentials do not load, leaving the running watch as it is.
 void Controller::Impl::start_discovery(std::optional<std::vector<discovery::Endpoint>> start) {
-  discovery.reset();
-  if (!config.discovery.kubernetes) return;
-  discovery = std::make_unique<DiscoverySource>(
+  if (!config.discovery.kubernetes) {
+    discovery.reset();
+    return;
+  }
+  auto next = std::make_unique<DiscoverySource>(
       io->get_executor(), config, std::move(start), [this] { return own_listener(); },
       [this] { return health_view(); }, [this] { apply_targets(); });
+  discovery = std::move(next);
 }
 
 // What the discovery gate weighs a change against: the main pool's checks.
@@ -556,7 +560,11 @@ void Controller::Impl::reload() {
   // from the discovered list in force.
   std::optional<std::vector<discovery::Endpoint>> discovered;
   if (discovery) discovered = discovery->targets();
-  start_discovery(std::move(discovered));
+  try {
+    start_discovery(std::move(discovered));
+  } catch (const std::exception& e) {  // the kubeconfig changed again since it was checked above
+    spdlog::error("discovery: {}; the running watch goes on with the old credentials", e.what());
+  }
   apply_targets();
   ++reloads_succeeded;
   last_reload_ok = true;
