@@ -1,6 +1,7 @@
 #include "discovery/watcher.hpp"
 
 #include "base/coroutine.hpp"
+#include "healthcheck/tls.hpp"
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/ssl.hpp>
@@ -12,7 +13,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
-#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <array>
@@ -121,7 +121,6 @@ struct Watcher::Impl : std::enable_shared_from_this<Impl> {
   awaitable<std::optional<Failure>> list(Stream& stream, beast::flat_buffer& buffer);
   awaitable<std::optional<Failure>> watch(Stream& stream, beast::flat_buffer& buffer);
   std::optional<Failure> handle(std::string_view line);
-  std::optional<std::string> prepare(SSL* ssl) const;
   std::optional<http::request<http::empty_body>> request(const std::string& target,
                                                          std::string& why) const;
   void publish() {
@@ -188,20 +187,6 @@ awaitable<void> Watcher::Impl::run() {
   }
 }
 
-// SNI and the name the certificate must cover, as the https probe sets them.
-std::optional<std::string> Watcher::Impl::prepare(SSL* ssl) const {
-  const std::string& host = credentials.server_name;
-  if (config::is_ip_literal(host)) {
-    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str()) != 1)
-      return "bad IP address " + host;
-    return std::nullopt;
-  }
-  if (SSL_set_tlsext_host_name(ssl, host.c_str()) != 1) return "bad server name " + host;
-  SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  if (SSL_set1_host(ssl, host.c_str()) != 1) return "bad server name " + host;
-  return std::nullopt;
-}
-
 // A GET with the credentials' bearer token; nullopt (and `why`) when the token file is unreadable.
 std::optional<http::request<http::empty_body>> Watcher::Impl::request(const std::string& target,
                                                                       std::string& why) const {
@@ -243,7 +228,10 @@ awaitable<std::optional<Failure>> Watcher::Impl::session() {
   if (auto [ec] = co_await socket.async_connect(endpoint, use_nothrow); ec)
     co_return Failure{"cannot connect to the balancer's own listener " + where + ": " +
                       ec.message()};
-  if (auto why = prepare(stream.native_handle())) co_return Failure{"TLS setup: " + *why};
+  // SNI and the name the certificate must cover, as the https probe sets them.
+  if (auto why =
+          healthcheck::expect_peer_name(stream.native_handle(), credentials.server_name, true))
+    co_return Failure{*why};
   socket.expires_after(kRequestTimeout);
   if (auto [ec] = co_await stream.async_handshake(ssl::stream_base::client, use_nothrow); ec)
     co_return Failure{"TLS handshake through " + where + ": " + describe(ec, stream)};

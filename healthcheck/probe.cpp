@@ -103,21 +103,9 @@ struct Prober::Impl {
   std::string timeout_reason;
 };
 
+// Without a CA nothing is verified, so there is no name to check.
 std::optional<std::string> Prober::Impl::prepare(SSL* ssl, const std::string& host) const {
-  const bool ip = config::is_ip_literal(host);
-  // RFC 6066: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
-  if (!ip && SSL_set_tlsext_host_name(ssl, host.c_str()) != 1)
-    return "TLS setup: " + openssl_reason();
-  if (health.ca_file.empty()) return std::nullopt;
-  if (ip) {
-    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str()) != 1) {
-      return "TLS setup: bad IP address " + host;
-    }
-  } else {
-    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (SSL_set1_host(ssl, host.c_str()) != 1) return "TLS setup: bad host name " + host;
-  }
-  return std::nullopt;
+  return expect_peer_name(ssl, host, !health.ca_file.empty());
 }
 
 awaitable<ProbeResult> Prober::Impl::check(asio::any_io_executor executor, tcp::endpoint endpoint,

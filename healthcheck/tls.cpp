@@ -1,5 +1,7 @@
 #include "healthcheck/tls.hpp"
 
+#include "config/address.hpp"
+
 #include <boost/asio/ip/address.hpp>
 
 #include <openssl/asn1.h>
@@ -7,6 +9,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
@@ -174,6 +177,21 @@ ssl::context make_client_context(const TlsFiles& files, PeerCheck check,
     cannot_load(names[2], files.key_file,
                 "does not match " + std::string(names[1]) + ": " + openssl_reason());
   return context;
+}
+
+std::optional<std::string> expect_peer_name(SSL* ssl, const std::string& host, bool verify) {
+  const bool ip = config::is_ip_literal(host);
+  if (!ip && SSL_set_tlsext_host_name(ssl, host.c_str()) != 1)
+    return "TLS setup: " + openssl_reason();
+  if (!verify) return std::nullopt;
+  if (ip) {
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str()) != 1)
+      return "TLS setup: bad IP address " + host;
+  } else {
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(ssl, host.c_str()) != 1) return "TLS setup: bad host name " + host;
+  }
+  return std::nullopt;
 }
 
 std::optional<CertificateSummary> peer_certificate(SSL* ssl) {

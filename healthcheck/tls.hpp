@@ -36,6 +36,13 @@ using TlsFileNames = std::array<std::string_view, 3>;
 boost::asio::ssl::context make_client_context(const TlsFiles& files, PeerCheck check,
                                               const TlsFileNames& names);
 
+// Before a handshake: SNI for a DNS name (RFC 6066 permits no IP literal there) and, when `verify`,
+// the name the server's certificate must cover (an IP SAN for an IP literal, a DNS SAN without
+// partial wildcards for a name), checked by OpenSSL inside the handshake. The probes and
+// discovery's watch set it up the same way. nullopt, or why it could not be set up
+// ("TLS setup: bad host name ...").
+std::optional<std::string> expect_peer_name(SSL* ssl, const std::string& host, bool verify);
+
 // The reason of the first error OpenSSL queued (the one closest to the cause); clears the queue.
 std::string openssl_reason();
 
