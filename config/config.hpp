@@ -70,9 +70,8 @@ struct Tcp {
 struct Relay {
   SpliceMode splice = SpliceMode::automatic;
   std::uint32_t buffer_size = 16 * 1024;  // bytes per pooled buffer, [1 KiB, 1 MiB]
-  // Chosen once at start; a reload keeps the running one. epoll by default until the io_uring
-  // engine's known defect (a request lost in 1 of ~3 graceful master shutdowns) is fixed.
-  Engine engine = Engine::epoll;
+  // Chosen once at start; a reload keeps the running one.
+  Engine engine = Engine::automatic;
 };
 
 struct Limits {

@@ -106,7 +106,7 @@ void expect_defaults(const Config& c) {
   EXPECT_EQ(c.tcp.user_timeout, 30s);
   EXPECT_EQ(c.relay.splice, SpliceMode::automatic);
   EXPECT_EQ(c.relay.buffer_size, 16u * 1024);
-  EXPECT_EQ(c.relay.engine, Engine::epoll);
+  EXPECT_EQ(c.relay.engine, Engine::automatic);
   EXPECT_EQ(c.limits.max_connections, 100000u);
   EXPECT_EQ(c.drain_timeout, 30s);
   EXPECT_EQ(c.threads, 0u);

@@ -31,15 +31,17 @@ std::size_t count(const std::string& text, std::string_view needle) {
   return n;
 }
 
-// apiserver-lb in front of an echo backend, with its admin API, optionally under no-uring. The
+// apiserver-lb in front of an echo backend, with its admin API, optionally under no-uring; an
+// empty `engine` leaves relay.engine out of the config (the default). The
 // suite's APILB_RELAY_ENGINE (set when ctest runs everything on one engine) is cleared: these
 // tests choose the engine themselves.
 class Balancer {
  public:
   Balancer(std::string_view engine, bool refuse_uring) : admin_port_(free_port()) {
-    const auto config = dir_.write("config.yaml", "relay: { engine: " + std::string(engine) +
-                                                      " }\nhealth: { interval: 200ms, "
-                                                      "timeout: 100ms }\n");
+    const std::string relay =
+        engine.empty() ? "" : "relay: { engine: " + std::string(engine) + " }\n";
+    const auto config =
+        dir_.write("config.yaml", relay + "health: { interval: 200ms, timeout: 100ms }\n");
     std::vector<std::string> args{"run",
                                   "--config",
                                   config.string(),
@@ -111,20 +113,24 @@ std::string uring_refused_here() {
   return {};
 }
 
+// Asked for, and by default: a static pod's config under a container runtime's seccomp profile.
 TEST(Engine, AutoFallsBackToEpollWithOneLogLineWhereSeccompRefusesIoUring) {
-  Balancer lb("auto", true);
-  const auto port = lb.started();
-  ASSERT_NE(port, 0) << lb.process().log();
-  const std::string log = lb.process().log();
-  EXPECT_EQ(count(log, "io_uring unavailable"), 1u) << log;
-  EXPECT_NE(log.find("relay.engine auto: io_uring unavailable (io_uring_setup failed: Operation "
-                     "not permitted (refused by a seccomp profile or kernel.io_uring_disabled)); "
-                     "using epoll"),
-            std::string::npos)
-      << log;
-  EXPECT_NE(log.find("worker threads (epoll)"), std::string::npos) << log;
-  expect_echo(port);
-  expect_engine(lb.admin(), "epoll");
+  for (const std::string_view engine : {"auto", ""}) {
+    SCOPED_TRACE(engine.empty() ? "relay.engine unset" : "relay.engine auto");
+    Balancer lb(engine, true);
+    const auto port = lb.started();
+    ASSERT_NE(port, 0) << lb.process().log();
+    const std::string log = lb.process().log();
+    EXPECT_EQ(count(log, "io_uring unavailable"), 1u) << log;
+    EXPECT_NE(log.find("relay.engine auto: io_uring unavailable (io_uring_setup failed: Operation "
+                       "not permitted (refused by a seccomp profile or kernel.io_uring_disabled)); "
+                       "using epoll"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("worker threads (epoll)"), std::string::npos) << log;
+    expect_echo(port);
+    expect_engine(lb.admin(), "epoll");
+  }
 }
 
 TEST(Engine, UringRefusesToStartWithAClearErrorWhereSeccompRefusesIoUring) {
@@ -139,15 +145,19 @@ TEST(Engine, UringRefusesToStartWithAClearErrorWhereSeccompRefusesIoUring) {
       << lb.process().log();
 }
 
+// Asked for, and by default (no relay.engine in the file).
 TEST(Engine, AutoPicksUringWhereTheKernelAllowsIt) {
   if (const auto why = uring_refused_here(); !why.empty()) GTEST_SKIP() << why;
-  Balancer lb("auto", false);
-  const auto port = lb.started();
-  ASSERT_NE(port, 0) << lb.process().log();
-  EXPECT_EQ(lb.process().log().find("io_uring unavailable"), std::string::npos)
-      << lb.process().log();
-  expect_echo(port);
-  expect_engine(lb.admin(), "uring");
+  for (const std::string_view engine : {"auto", ""}) {
+    SCOPED_TRACE(engine.empty() ? "relay.engine unset" : "relay.engine auto");
+    Balancer lb(engine, false);
+    const auto port = lb.started();
+    ASSERT_NE(port, 0) << lb.process().log();
+    EXPECT_EQ(lb.process().log().find("io_uring unavailable"), std::string::npos)
+        << lb.process().log();
+    expect_echo(port);
+    expect_engine(lb.admin(), "uring");
+  }
 }
 
 TEST(Engine, EpollIsTakenAsAskedEvenWhereIoUringWorks) {

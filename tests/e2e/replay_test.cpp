@@ -163,6 +163,10 @@ INSTANTIATE_TEST_SUITE_P(Clients, ReplayCrashes,
 // replay cover the listener's close. Either way no request fails.
 class GracefulShutdown : public testing::TestWithParam<std::string> {};
 
+long long ms(steady_clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+}
+
 TEST_P(GracefulShutdown, OfAMasterLosesNoRequest) {
   const std::string mode = GetParam();
   constexpr int kDelayMs = 1000;
@@ -199,15 +203,20 @@ TEST_P(GracefulShutdown, OfAMasterLosesNoRequest) {
   std::printf(
       "graceful stop, %s checks: m2 %s %lld ms after SIGTERM (listener closed at %d ms); "
       "%zu requests, %zu failed\n",
-      mode.c_str(), mode == "https" ? "draining" : "down",
-      static_cast<long long>(
-          std::chrono::duration_cast<std::chrono::milliseconds>(*drained - stopping).count()),
-      kDelayMs, a.since(stopping).size() + b.since(stopping).size(),
+      mode.c_str(), mode == "https" ? "draining" : "down", ms(*drained - stopping), kDelayMs,
+      a.since(stopping).size() + b.since(stopping).size(),
       a.failures(stopping) + b.failures(stopping));
   if (mode == "https") {
     EXPECT_LT(*drained - stopping, std::chrono::milliseconds(kDelayMs));
   }
-  EXPECT_EQ(a.failures(stopping) + b.failures(stopping), 0u);
+  std::string lost;  // when each failed request started and how long it took, from the SIGTERM
+  for (Load* load : {&a, &b})
+    for (const auto& r : load->since(stopping))
+      if (r.answered_by.empty())
+        lost += " +" + std::to_string(ms(r.started - stopping)) + " ms (" +
+                std::to_string(ms(r.took)) + " ms)";
+  EXPECT_EQ(a.failures(stopping) + b.failures(stopping), 0u) << "failed:" << lost << "\n"
+                                                             << lb.process().log();
 }
 
 INSTANTIATE_TEST_SUITE_P(Checks, GracefulShutdown, testing::Values("https", "tcp"),

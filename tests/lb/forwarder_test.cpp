@@ -49,7 +49,7 @@ class Balancer {
                     std::function<void(const Target&, std::string_view)> on_connect_failure = {})
       : targets_(std::move(targets)) {
     shared_.on_connect_failure = std::move(on_connect_failure);
-    // The suite runs once per engine (ctest sets APILB_RELAY_ENGINE; unset: the default, epoll).
+    // The suite runs once per engine (ctest sets APILB_RELAY_ENGINE; unset: the default, auto).
     if (const char* engine = std::getenv("APILB_RELAY_ENGINE"); engine && *engine)
       settings.relay.engine = config::parse_engine(engine).value();
     endpoint_ = test::loopback();
