@@ -762,10 +762,10 @@ int Controller::run() {
 
   // Workers report connect failures; the supervisor of the target's pool, on the control thread,
   // counts them (a pool that follows another's checks has none: its failures are only counted).
-  s.shared.on_connect_failure = [&s](const Target& t, std::string_view reason) {
-    asio::post(*s.io, [&s, stats = t.stats, reason = std::string(reason)] {
+  s.shared.on_connect_failure = [&s](const Target& t, std::string_view reason, bool refused) {
+    asio::post(*s.io, [&s, stats = t.stats, reason = std::string(reason), refused] {
       for (healthcheck::Supervisor* supervisor : s.supervisors())
-        supervisor->report_connect_failure(stats.get(), reason);
+        supervisor->report_connect_failure(stats.get(), reason, refused);
     });
   };
   s.supervisor = std::make_unique<healthcheck::Supervisor>(

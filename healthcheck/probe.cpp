@@ -44,9 +44,13 @@ namespace {
 // A verbose /readyz is about 1 KiB; anything much larger is not an apiserver's answer.
 constexpr std::uint64_t kBodyLimit = 64 * 1024;
 
-ProbeResult passed() { return {Outcome::passed, {}, {}}; }
-ProbeResult not_ready(std::string reason) { return {Outcome::not_ready, std::move(reason), {}}; }
-ProbeResult failed(std::string reason) { return {Outcome::failed, std::move(reason), {}}; }
+ProbeResult passed() { return {Outcome::passed, {}, {}, false}; }
+ProbeResult not_ready(std::string reason) {
+  return {Outcome::not_ready, std::move(reason), {}, false};
+}
+ProbeResult failed(std::string reason, bool refused = false) {
+  return {Outcome::failed, std::move(reason), {}, refused};
+}
 
 // Short and stable words for the network outcomes an operator will read in /status and logs.
 // `ssl` (optional) adds why a certificate was refused.
@@ -118,9 +122,11 @@ awaitable<ProbeResult> Prober::Impl::check(asio::any_io_executor executor, tcp::
   boost::system::error_code open_ec;
   socket.open(endpoint.protocol(), open_ec);
   if (open_ec)
-    co_return ProbeResult{Outcome::inconclusive, "cannot open a socket: " + open_ec.message(), {}};
+    co_return ProbeResult{
+        Outcome::inconclusive, "cannot open a socket: " + open_ec.message(), {}, false};
   auto [connect_ec] = co_await socket.async_connect(endpoint, use_nothrow);
-  if (connect_ec) co_return failed(describe(connect_ec));
+  if (connect_ec)
+    co_return failed(describe(connect_ec), connect_ec == asio::error::connection_refused);
   if (health.mode == HealthMode::tcp) co_return passed();
 
   ssl::stream<tcp::socket> stream(std::move(socket), *tls);

@@ -26,6 +26,10 @@ struct ProbeResult {
   // "TLS handshake: certificate verify failed", "HTTP 500: [-]etcd failed: reason withheld".
   std::string reason;
   std::chrono::steady_clock::duration latency{};
+  // A failure of the connect itself with a reset: the host is up and nothing listens on the port
+  // (an apiserver that crashed, or one past its shutdown delay that is finishing its requests).
+  // Its kernel closes whatever that port still holds, so the balancer need not cut it.
+  bool refused = false;
 };
 
 // Runs active checks in the configured mode (tcp | tls | https). Built once per health

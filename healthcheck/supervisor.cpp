@@ -74,6 +74,7 @@ struct Supervisor::Checker {
   RiseFall rise_fall;
   TargetState state = TargetState::unknown;
   Outcome last_failure = Outcome::failed;
+  bool refused = false;  // the last failure was a refused connect (ProbeResult::refused)
   ProbeResult last;
   steady_clock::time_point since = steady_clock::now();
   std::chrono::system_clock::time_point since_wall = std::chrono::system_clock::now();
@@ -238,12 +239,20 @@ void Supervisor::record(Checker& c, ProbeResult result, bool active) {
   if (active) c.checks.observe(std::chrono::duration<double>(result.latency).count());
   if (result.outcome == Outcome::inconclusive) return;  // our shortage, not the target's
   const bool passed = result.outcome == Outcome::passed;
-  if (!passed) c.last_failure = result.outcome;
+  const bool was_refused = c.refused;
+  if (!passed) {
+    c.last_failure = result.outcome;
+    c.refused = result.refused;
+  }
   c.rise_fall.record(passed);
   c.last = std::move(result);
   const TargetState next = c.derive();
   if (next == TargetState::up) c.last_up = steady_clock::now();
-  if (next == c.state) return;
+  if (next == c.state) {
+    // Still down, but a refusing host stopped answering at all: its connections are now to close.
+    if (next == TargetState::down && c.refused != was_refused) publish();
+    return;
+  }
 
   const auto now = steady_clock::now();
   const std::string why = next == TargetState::up ? "checks passed" : c.last.reason;
@@ -271,13 +280,14 @@ void Supervisor::reconfigure(const config::Health& health, config::OnTargetDown 
   publish();
 }
 
-void Supervisor::report_connect_failure(const TargetStats* stats, const std::string& reason) {
+void Supervisor::report_connect_failure(const TargetStats* stats, const std::string& reason,
+                                        bool refused) {
   for (auto& c : checkers_) {
     if (c->stats.get() != stats) continue;
     // Probe again at once rather than wait for the next interval, unless the target has settled
     // down already: in panic mode every client tries it, and each failure would bring a probe.
     const bool settled_down = c->rise_fall.settled_down();
-    record(*c, ProbeResult{Outcome::failed, "passive: " + reason, {}}, false);
+    record(*c, ProbeResult{Outcome::failed, "passive: " + reason, {}, refused}, false);
     if (!settled_down) c->timer.cancel();
     return;
   }
@@ -298,6 +308,7 @@ void Supervisor::publish() {
     t.origin = c->spec.origin;
     // A target whose name never resolved has nowhere to connect to.
     t.state = c->endpoint.port() == 0 ? TargetState::down : c->state;
+    t.refused = t.state == TargetState::down && c->refused;
     t.stats = c->stats;
     targets.push_back(std::move(t));
   }

@@ -90,8 +90,10 @@ class Supervisor {
   // New health settings (a reload): a new prober for the next checks, rise/fall limits applied to
   // every target without forgetting whether it is up or down. Publishes.
   void reconfigure(const config::Health& health, config::OnTargetDown on_target_down);
-  // A worker failed to connect to the target owning `stats`.
-  void report_connect_failure(const TargetStats* stats, const std::string& reason);
+  // A worker failed to connect to the target owning `stats`; `refused`: with a reset
+  // (ProbeResult::refused).
+  void report_connect_failure(const TargetStats* stats, const std::string& reason,
+                              bool refused = false);
 
   TargetSetPtr current() const { return current_; }
   bool panic() const noexcept { return panic_; }

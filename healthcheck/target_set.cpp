@@ -55,7 +55,7 @@ TargetSet::TargetSet(std::uint64_t generation, std::vector<Target> targets, bool
   // In panic mode every target is "down" yet still used: closing would only cut working streams.
   if (close_on_down && !panic_) {
     for (const Target& t : targets_)
-      if (t.state == TargetState::down) to_close_.push_back(t.stats.get());
+      if (t.state == TargetState::down && !t.refused) to_close_.push_back(t.stats.get());
     std::sort(to_close_.begin(), to_close_.end());
   }
 }

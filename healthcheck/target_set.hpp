@@ -41,6 +41,10 @@ struct Target {
   boost::asio::ip::tcp::endpoint endpoint;
   TargetState state = TargetState::unknown;
   Origin origin = Origin::config;
+  // Down because its host refused the connect (ProbeResult::refused): its established connections
+  // are left alone, for its kernel resets them if the apiserver died, and one that stopped
+  // gracefully is finishing them.
+  bool refused = false;
   std::shared_ptr<TargetStats> stats = std::make_shared<TargetStats>();
 };
 
@@ -64,7 +68,8 @@ class TargetSet {
   std::span<const std::uint32_t> eligible() const noexcept { return eligible_; }
   // No target is up or unchecked: every connection is a gamble on targets believed down.
   bool panic() const noexcept { return panic_; }
-  // Whether a worker must close its established connections to the target owning `stats`.
+  // Whether a worker must close its established connections to the target owning `stats`: one
+  // down and not refused, outside panic mode, with close_on_down.
   bool must_close(const TargetStats* stats) const noexcept;
   // The same hosts, states and order on another port, with the counters `stats_for(name)` gives:
   // the snapshot of a listener that follows these checks (listeners[].health_from).

@@ -216,7 +216,8 @@ void Connection::connect_failed(int err) {
   if (w_.shared.connect_errors.allow())
     spdlog::warn("connect to {} failed: {}; trying another target{}", target.name, reason,
                  w_.shared.connect_errors.suppressed());
-  if (w_.shared.on_connect_failure) w_.shared.on_connect_failure(target, reason);
+  if (w_.shared.on_connect_failure)
+    w_.shared.on_connect_failure(target, reason, err == ECONNREFUSED);
   try_targets();
 }
 
@@ -292,7 +293,8 @@ void Connection::replay() {
     spdlog::warn(
         "{} closed a connection before answering: replaying its first {} bytes on another target{}",
         lost.name, flight_len_, w_.shared.replays.suppressed());
-  if (w_.shared.on_connect_failure) w_.shared.on_connect_failure(lost, "closed before answering");
+  if (w_.shared.on_connect_failure)
+    w_.shared.on_connect_failure(lost, "closed before answering", false);
   leave_target();
   connect_waiter_ = 1;  // free: we are in its completion (dir 1 saw the close)
   try_targets();

@@ -44,7 +44,8 @@ struct ForwarderShared {
   LogLimit accept_errors, connect_errors, no_target, over_limit, replays;
   // Called on a worker thread after a failed connect; must be thread-safe (post to the control
   // thread).
-  std::function<void(const healthcheck::Target&, std::string_view reason)> on_connect_failure;
+  std::function<void(const healthcheck::Target&, std::string_view reason, bool refused)>
+      on_connect_failure;
 };
 
 // Counters of one worker, written only by its thread (a relaxed load and store, no locked

@@ -160,7 +160,8 @@ INSTANTIATE_TEST_SUITE_P(Clients, ReplayCrashes,
 // A kube-apiserver stopping with --shutdown-delay-duration: /readyz red at once, its listener
 // closed after the delay, in-flight requests finished. With https checks the balancer has drained
 // it before its listener closes; with tcp checks (which see nothing until then) retries and the
-// replay cover the listener's close. Either way no request fails.
+// replay cover the listener's close, and the requests in flight on it finish: a refused connect
+// marks it down without closing its connections. Either way no request fails.
 class GracefulShutdown : public testing::TestWithParam<std::string> {};
 
 long long ms(steady_clock::duration d) {

@@ -92,10 +92,14 @@ TEST(Supervisor, MarksAStoppedBackendDownWithinIntervalTimesFall) {
                   std::chrono::duration_cast<std::chrono::milliseconds>(detected).count()));
   EXPECT_LE(detected, 2 * 200ms + 500ms);
   EXPECT_EQ(h.supervisor().status()[1].last.reason, "connection refused");
-  // Only the live target takes new connections; the dead one's connections are to be closed.
+  // Only the live target takes new connections. Its host refused the connect, so it resets what
+  // the dead process held by itself: the balancer leaves those connections alone.
   ASSERT_EQ(h.latest()->eligible().size(), 1u);
   EXPECT_EQ(h.latest()->targets()[h.latest()->eligible()[0]].name,
             address_of(alive.endpoint()).to_string());
+  EXPECT_FALSE(h.latest()->must_close(h.supervisor().status()[1].stats.get()));
+  // A connect that times out (no host answers any more) closes them after all.
+  h.supervisor().report_connect_failure(h.supervisor().status()[1].stats.get(), "connect timeout");
   EXPECT_TRUE(h.latest()->must_close(h.supervisor().status()[1].stats.get()));
 }
 

@@ -108,6 +108,12 @@ TEST(TargetSet, ClosesConnectionsOfDownTargetsOnlyOutsidePanic) {
 
   TargetSet panic(3, targets({TargetState::down, TargetState::down}), true);
   EXPECT_FALSE(panic.must_close(panic.targets()[0].stats.get()));
+
+  // A refusing host resets the connections of a dead process itself.
+  auto refusing = targets({TargetState::up, TargetState::down});
+  refusing[1].refused = true;
+  TargetSet refused(4, std::move(refusing), true);
+  EXPECT_FALSE(refused.must_close(refused.targets()[1].stats.get()));
 }
 
 }  // namespace

@@ -44,9 +44,9 @@ Target make_target(const tcp::endpoint& ep, TargetState state = TargetState::up)
 class Balancer {
  public:
   // `on_connect_failure` is installed before the workers start (they read it unsynchronised).
-  explicit Balancer(std::vector<Target> targets, ForwarderSettings settings = {},
-                    unsigned workers = 1,
-                    std::function<void(const Target&, std::string_view)> on_connect_failure = {})
+  explicit Balancer(
+      std::vector<Target> targets, ForwarderSettings settings = {}, unsigned workers = 1,
+      std::function<void(const Target&, std::string_view, bool)> on_connect_failure = {})
       : targets_(std::move(targets)) {
     shared_.on_connect_failure = std::move(on_connect_failure);
     // The suite runs once per engine (ctest sets APILB_RELAY_ENGINE; unset: the default, auto).
@@ -357,7 +357,7 @@ TEST(Forwarder, RetriesARefusedConnectOnAnotherTargetInvisibly) {
   std::atomic<int> failures{0};
   Balancer lb({make_target(dead.endpoint()), make_target(alive.endpoint())},
               settings_with(config::Balance::round_robin), 1,
-              [&](const Target&, std::string_view) { ++failures; });
+              [&](const Target&, std::string_view, bool) { ++failures; });
   for (int i = 0; i < 20; ++i) {
     Client c(lb.endpoint());
     ASSERT_EQ(c.echo("still here"), "still here") << "connection " << i;
