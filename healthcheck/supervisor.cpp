@@ -249,7 +249,7 @@ void Supervisor::record(Checker& c, ProbeResult result, bool active) {
   const TargetState next = c.derive();
   if (next == TargetState::up) c.last_up = steady_clock::now();
   if (next == c.state) {
-    // Still down, but a refusing host stopped answering at all: its connections are now to close.
+    // Still down, but it went from refusing to silent (its connections are now to close) or back.
     if (next == TargetState::down && c.refused != was_refused) publish();
     return;
   }
